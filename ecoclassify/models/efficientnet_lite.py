@@ -1,0 +1,294 @@
+"""EfficientNet-Lite0 in the Keras functional API, and a loader for its ImageNet state file.
+
+Keras does not ship EfficientNet-Lite, but genuine ImageNet-1k weights exist as PyTorch arrays
+(``efficientnet_lite0_imagenet_state.npz``). Lite differs from EfficientNet-B0 in having no
+squeeze-and-excitation, ReLU6 instead of swish, and a fixed stem and head, which makes it
+quantisation friendly and fast on CPU.
+
+Padding: Keras ``padding="same"`` on the TensorFlow backend pads stride-2 convolutions like
+TensorFlow (the extra pixel at the bottom/right), which is what the PyTorch port's static
+"same" padding reproduces, so no explicit ``ZeroPadding2D`` is needed.
+
+Like the other builders, the backbone takes input that is already preprocessed, here in mode
+``lite``: ``(x - 127) / 128`` on 0..255 RGB.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ecoclassify.errors import ModelError
+from ecoclassify.models.registry import register_backbone
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+    import numpy as np
+
+#: MBConv stages: (repeats, kernel, stride, expansion, in_channels, out_channels).
+STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+NUM_CLASSES = 1000
+BN_EPSILON = 1e-3  # As in the original TF model; momentum only matters for training.
+_FC_KEYS = ("_fc.weight", "_fc.bias")
+_WEIGHT_FORMATS = (".npz", ".weights.h5")
+
+
+@dataclass(frozen=True)
+class _Block:
+    index: int  # Position in the PyTorch ``_blocks`` list.
+    name: str  # Keras prefix, e.g. ``block6a``.
+    kernel: int
+    stride: int
+    expansion: int
+    filters_in: int
+    filters_out: int
+
+
+def _blocks() -> Iterator[_Block]:
+    index = 0
+    for stage, (repeats, kernel, stride, expansion, f_in, f_out) in enumerate(STAGES, start=1):
+        for r in range(repeats):
+            # Only the first block of a stage changes stride and width.
+            yield _Block(
+                index, f"block{stage}{string.ascii_lowercase[r]}", kernel,
+                stride if r == 0 else 1, expansion, f_in if r == 0 else f_out, f_out,
+            )
+            index += 1
+
+
+# Fine-tuning unfreezes stages 6 and 7 plus the head: the last third of the layers, all at
+# 1/32 resolution, though about 80 % of the 3.4 M parameters because width grows with depth.
+# Stage 7 alone is a single block, too little to adapt to camera-trap classes, while also
+# unfreezing stage 5 would retrain mid-level features that a few hundred images cannot
+# improve. It matches the block6a choice for efficientnet_b0.
+@register_backbone(
+    "efficientnet_lite0",
+    default_size=224,
+    min_size=32,
+    preprocessing="lite",
+    boundaries={
+        "stage5": "block5a_expand_conv",
+        "stage6": "block6a_expand_conv",
+        "stage7": "block7a_expand_conv",
+        "top": "top_conv",
+    },
+    fine_tune_from="block6a_expand_conv",
+    weight_formats=_WEIGHT_FORMATS,
+    # True: genuine ImageNet weights exist, but from the local .npz state file; the builder
+    # answers `weights: imagenet` with a ModelError that says so, since Keras has no download.
+    imagenet=True,
+    description="EfficientNet-Lite0 (3.4 M parameters): ImageNet weights from a local .npz; fast on CPU.",
+)
+def build_efficientnet_lite0(
+    input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None
+) -> "keras.Model":
+    """Build the EfficientNet-Lite0 feature extractor (no top, no pooling).
+
+    Args:
+        input_shape: ``(height, width, 3)``, each side at least 32.
+        weights: ``None`` (random initialisation) or a local file: the PyTorch state ``.npz``
+            (see ``load_lite0_state``) or a Keras ``.weights.h5`` saved from this backbone.
+            ``"imagenet"`` is refused because Keras has no download for this backbone.
+        options: Unused.
+
+    Returns:
+        A model mapping ``(x - 127) / 128``-preprocessed images to the 1280-channel feature map
+        after the head's ReLU6 (stride 32).
+
+    Raises:
+        ModelError: ``weights="imagenet"``, a bad input shape or an unusable weights file.
+    """
+    from ecoclassify.models.backbones import check_input_shape, check_weights_path, load_weights_file
+
+    if isinstance(weights, str) and weights == "imagenet":
+        raise ModelError(
+            "backbone 'efficientnet_lite0' has no Keras ImageNet download: set model.weights to the "
+            "path of the ImageNet state file, e.g. `model.weights: /path/to/efficientnet_lite0_imagenet_state.npz` "
+            "(or a .weights.h5 saved from this backbone). Received: model.weights='imagenet'"
+        )
+    shape = check_input_shape("efficientnet_lite0", input_shape)
+    path = None if weights is None else check_weights_path(weights, "efficientnet_lite0", _WEIGHT_FORMATS)
+    import keras
+
+    inputs = keras.Input(shape=shape, name="image")
+    model = keras.Model(inputs, _features(inputs), name="efficientnet_lite0")
+    if path is not None and path.name.endswith(".npz"):
+        load_lite0_state(model, path)
+    elif path is not None:
+        load_weights_file(model, path, "efficientnet_lite0", _WEIGHT_FORMATS)
+    return model
+
+
+def build_lite0_classifier(
+    weights_path: str | Path | None = None, input_shape: tuple[int, int, int] = (224, 224, 3)
+) -> "keras.Model":
+    """Build the full EfficientNet-Lite0 ImageNet classifier (backbone, average pooling, dense).
+
+    Args:
+        weights_path: ``.npz`` state file including the ``_fc`` head, or ``None`` for random weights.
+        input_shape: ``(height, width, 3)`` of the ``(x - 127) / 128``-preprocessed input.
+
+    Returns:
+        A model returning raw ImageNet-1k logits (no softmax), shape ``(batch, 1000)``.
+
+    Raises:
+        ModelError: The state file is missing or does not fit.
+    """
+    import keras
+
+    backbone = build_efficientnet_lite0(input_shape, None)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
+    logits = keras.layers.Dense(NUM_CLASSES, name="predictions")(x)
+    model = keras.Model(backbone.input, logits, name="efficientnet_lite0_classifier")
+    if weights_path is not None:
+        load_lite0_state(model, weights_path)
+    return model
+
+
+def _features(inputs: Any) -> Any:
+    from keras import layers
+
+    def conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, bn: str, act: str | None) -> Any:
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, name=bn)(x)
+        return layers.ReLU(6.0, name=act)(x) if act else x
+
+    x = conv_bn(inputs, STEM_FILTERS, 3, 2, "stem_conv", "stem_bn", "stem_activation")
+    for b in _blocks():
+        shortcut = x
+        if b.expansion != 1:
+            filters = b.filters_in * b.expansion
+            x = conv_bn(x, filters, 1, 1, f"{b.name}_expand_conv", f"{b.name}_expand_bn", f"{b.name}_expand_activation")
+        x = layers.DepthwiseConv2D(b.kernel, strides=b.stride, padding="same", use_bias=False, name=f"{b.name}_dwconv")(x)
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{b.name}_bn")(x)
+        x = layers.ReLU(6.0, name=f"{b.name}_activation")(x)
+        # Linear bottleneck: no activation after the projection.
+        x = conv_bn(x, b.filters_out, 1, 1, f"{b.name}_project_conv", f"{b.name}_project_bn", None)
+        if b.stride == 1 and b.filters_in == b.filters_out:
+            x = layers.Add(name=f"{b.name}_add")([x, shortcut])
+    return conv_bn(x, HEAD_FILTERS, 1, 1, "top_conv", "top_bn", "top_activation")
+
+
+def _conv(a: "np.ndarray") -> "np.ndarray":
+    return a.transpose(2, 3, 1, 0)  # (out, in, kh, kw) -> (kh, kw, in, out)
+
+
+def _depthwise(a: "np.ndarray") -> "np.ndarray":
+    return a.transpose(2, 3, 0, 1)  # (channels, 1, kh, kw) -> (kh, kw, channels, 1)
+
+
+def _bn(prefix: str) -> list[tuple[str, Any]]:
+    # Keras BatchNormalization weight order: gamma, beta, moving_mean, moving_variance.
+    return [(f"{prefix}.{k}", None) for k in ("weight", "bias", "running_mean", "running_var")]
+
+
+def state_mapping(with_classifier: bool = False) -> dict[str, list[tuple[str, Any]]]:
+    """Map each Keras layer name to the PyTorch state keys of its weights, in Keras order.
+
+    Args:
+        with_classifier: Include the ``predictions`` layer (``_fc.weight``, ``_fc.bias``).
+
+    Returns:
+        ``{layer_name: [(state_key, transform or None), ...]}``.
+    """
+    mapping: dict[str, list[tuple[str, Any]]] = {
+        "stem_conv": [("_conv_stem.weight", _conv)],
+        "stem_bn": _bn("_bn0"),
+    }
+    for b in _blocks():
+        key = f"_blocks.{b.index}."
+        if b.expansion != 1:
+            mapping[f"{b.name}_expand_conv"] = [(key + "_expand_conv.weight", _conv)]
+            mapping[f"{b.name}_expand_bn"] = _bn(key + "_bn0")
+        mapping[f"{b.name}_dwconv"] = [(key + "_depthwise_conv.weight", _depthwise)]
+        mapping[f"{b.name}_bn"] = _bn(key + "_bn1")
+        mapping[f"{b.name}_project_conv"] = [(key + "_project_conv.weight", _conv)]
+        mapping[f"{b.name}_project_bn"] = _bn(key + "_bn2")
+    mapping["top_conv"] = [("_conv_head.weight", _conv)]
+    mapping["top_bn"] = _bn("_bn1")
+    if with_classifier:
+        mapping["predictions"] = [("_fc.weight", lambda a: a.T), ("_fc.bias", None)]
+    return mapping
+
+
+def _listing(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_lite0_state(model: "keras.Model", path: str | Path) -> None:
+    """Load the PyTorch EfficientNet-Lite0 state (``.npz`` of arrays) into a Keras model.
+
+    Works for the backbone (``_fc`` keys are then ignored) and for ``build_lite0_classifier``.
+    Kernels are transposed from PyTorch layout; BatchNorm ``weight``/``bias``/``running_mean``/
+    ``running_var`` become ``gamma``/``beta``/``moving_mean``/``moving_variance``.
+
+    Args:
+        model: A model built by ``build_efficientnet_lite0`` or ``build_lite0_classifier``.
+        path: The ``.npz`` file, read without pickle.
+
+    Raises:
+        ModelError: The file is missing or unreadable, or keys are missing, unexpected or of the
+            wrong shape (the message names them), or ``model`` is not an EfficientNet-Lite0.
+    """
+    import numpy as np
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(
+            f"The EfficientNet-Lite0 state file does not exist for backbone 'efficientnet_lite0'. "
+            f"Received: model.weights='{path}'"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            state = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"Cannot read '{path}' as a numpy .npz state file for backbone 'efficientnet_lite0': {exc}") from exc
+
+    names = {layer.name for layer in model.layers}
+    if "stem_conv" not in names:
+        raise ModelError(
+            f"load_lite0_state needs a model built by build_efficientnet_lite0. Received: model named {model.name!r}"
+        )
+    mapping = state_mapping(with_classifier="predictions" in names)
+    expected = [key for entries in mapping.values() for key, _ in entries]
+    missing = [key for key in expected if key not in state]
+    ignorable = set(expected) | set(_FC_KEYS)  # The backbone legitimately skips the 1000-class head.
+    extra = sorted(key for key in state if key not in ignorable)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if extra:
+        problems.append(f"unexpected keys: {_listing(extra)}")
+
+    values: dict[str, list["np.ndarray"]] = {}
+    mis_shaped = []
+    for layer_name, entries in mapping.items():
+        layer = model.get_layer(layer_name)
+        arrays = []
+        for (key, transform), variable in zip(entries, layer.weights):
+            if key not in state:
+                continue
+            array = state[key] if transform is None else transform(state[key])
+            if tuple(array.shape) != tuple(variable.shape):
+                mis_shaped.append(f"{key} {tuple(state[key].shape)} (Keras {layer_name} needs {tuple(variable.shape)})")
+            arrays.append(array.astype("float32"))
+        values[layer_name] = arrays
+    if mis_shaped:
+        problems.append(f"wrong shapes: {_listing(mis_shaped, 4)}")
+    if problems:
+        raise ModelError(f"The state file '{path}' does not fit backbone 'efficientnet_lite0': " + "; ".join(problems))
+    for layer_name, arrays in values.items():
+        model.get_layer(layer_name).set_weights(arrays)
