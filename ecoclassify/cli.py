@@ -1,0 +1,136 @@
+"""The ``ecoclassify`` command line: parse, build a validated config, call one library function.
+
+User errors (``EcoclassifyError``) print one paragraph and exit non-zero (2 for usage and
+config errors, 1 for data and runtime errors); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ecoclassify import __version__
+from ecoclassify._tf import quiet_tensorflow
+from ecoclassify.errors import EcoclassifyError
+
+CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+SET_OPTION = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a config key, e.g. --set training.batch_size=16 (repeatable; YAML values).",
+)
+
+
+class _Group(click.Group):
+    """Maps ecoclassify's exceptions to a message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except EcoclassifyError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+class _Progress:
+    """A click progress bar created on the first ``progress(advance, total)`` call of a library function."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar = None
+
+    def __call__(self, advance: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(advance)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ecoclassify")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and TensorFlow's log messages.")
+def main(debug: bool) -> None:
+    """Train and use image classifiers for ecological field images (camera traps first)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.getLogger("ecoclassify").setLevel(logging.DEBUG if debug else logging.INFO)
+    if debug:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        os.environ["ECOCLASSIFY_TF_VERBOSE"] = "1"
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPTION
+def validate(config: Path, overrides: tuple[str, ...]) -> None:
+    """Check CONFIG and its data without training.
+
+    Prints images per class and split, unreadable files with reasons, duplicates and
+    leakage, and exits 1 when training would fail.
+    """
+    from ecoclassify.config import load_config
+    from ecoclassify.validation import format_validation, validate as run_validate
+
+    cfg = load_config(config, overrides)
+    with _Progress("scanning images") as progress:
+        prepared = run_validate(cfg, progress=progress)
+    click.echo(format_validation(prepared))
+    if not prepared.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@SET_OPTION
+@click.option("--resume", "resume", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              metavar="RUN_DIR", help="Continue an interrupted run from its last finished epoch.")
+def train(config: Path | None, overrides: tuple[str, ...], resume: Path | None) -> None:
+    """Train the model described by CONFIG and write a new run folder.
+
+    With --resume RUN_DIR, CONFIG may be left out; if given, it must equal the run's config.
+    """
+    from ecoclassify.config import load_config
+    from ecoclassify.training import train as run_train
+
+    if config is None and resume is None:
+        raise click.UsageError("give a CONFIG file, or --resume RUN_DIR")
+    cfg = load_config(config, overrides) if config is not None else None
+    quiet_tensorflow()
+    run = run_train(cfg, resume=resume)
+    click.echo(f"run folder: {run.run_dir}")
+    test = run.metrics.get("test")
+    if test:
+        map_text = f"{test['mAP']:.3f}" if test["mAP"] is not None else "n/a"
+        click.echo(f"test: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, mAP {map_text} "
+                   f"({test['n_images']} images)")
+
+
+@main.command()
+@click.option("--params/--no-params", default=True, help="Build each backbone to count its parameters.")
+def backbones(params: bool) -> None:
+    """List the registered backbones with input sizes, preprocessing and parameter counts."""
+    from ecoclassify.models.registry import backbone_table
+
+    quiet_tensorflow()
+    click.echo(backbone_table(with_params=params).to_string(index=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,130 @@
+"""The run folder, ecoclassify's unit of reproducibility, and atomic file writes.
+
+``output_dir/<name>-<YYYYmmdd-HHMMSS>/`` holds ``config.yaml`` (resolved, with versions),
+``labels.json``, ``splits.csv``, ``excluded.csv``, ``model.keras`` (best epoch),
+``history.csv``, ``metrics.json`` and later the report. A run folder is never reused:
+a second run in the same second gets a ``-2`` suffix. Every file is written to a temporary
+sibling and renamed, so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from ecoclassify.errors import RunError
+
+CONFIG_FILE = "config.yaml"
+LABELS_FILE = "labels.json"
+SPLITS_FILE = "splits.csv"
+EXCLUDED_FILE = "excluded.csv"
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+STATE_FILE = "state.json"
+BACKUP_DIR = "backup"
+
+
+def new_run_dir(output_dir: Path, name: str, now: Optional[datetime] = None) -> Path:
+    """Create and return a fresh ``output_dir/<name>-<timestamp>`` folder (never an existing one)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = output_dir / (f"{name}-{stamp}" if attempt == 1 else f"{name}-{stamp}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunError(f"cannot create a new run folder in {output_dir}: too many runs named {name}-{stamp}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary sibling of ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    """Write a DataFrame as CSV (no index) atomically."""
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file written by :func:`write_json`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def provenance() -> dict[str, str]:
+    """Versions and time recorded in every run's ``config.yaml``."""
+    import keras
+    import tensorflow as tf
+
+    from ecoclassify import __version__
+
+    return {
+        "ecoclassify": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class Run:
+    """A training run: its folder, classes and results.
+
+    Attributes:
+        run_dir: The run folder.
+        classes: Class names in the model's output order.
+        metrics: Contents of ``metrics.json`` (test-set metrics and run facts).
+        history: Per-epoch log (``history.csv``) as a DataFrame.
+    """
+
+    run_dir: Path
+    classes: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def model_path(self) -> Path:
+        """The best model, ready for ``ecoclassify predict``."""
+        return self.run_dir / MODEL_FILE
+
+    @property
+    def config_path(self) -> Path:
+        """The resolved config of the run."""
+        return self.run_dir / CONFIG_FILE
+
+    def path(self, name: str) -> Path:
+        """Any file of the run folder by name, e.g. ``run.path("splits.csv")``."""
+        return self.run_dir / name
