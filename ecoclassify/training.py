@@ -29,6 +29,13 @@ from ecoclassify.run import (
 log = logging.getLogger(__name__)
 
 
+class _ExpectedRetracing(logging.Filter):
+    """Drops TensorFlow's retracing warning: every stage recompiles, so new traces are expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 class TrainingInterrupted(RunError):
     """Training stopped by Ctrl-C; the run folder can be resumed."""
 
@@ -148,6 +155,9 @@ def _fit_stages(config: Config, run_dir: Path, samples: pd.DataFrame, classes: l
     from ecoclassify.models.build import build_model
     from ecoclassify.models.freezing import apply_trainable
 
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _ExpectedRetracing) for f in tf_logger.filters):
+        tf_logger.addFilter(_ExpectedRetracing())
     seed = config.experiment.seed
     keras.utils.set_random_seed(seed)
     if config.training.deterministic:
