@@ -29,10 +29,14 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         path: Where the best model goes (``model.keras``).
         monitor: Logged metric to watch, e.g. ``val_macro_f1``.
         initial_best: Best value already reached (from ``history.csv`` when resuming).
+        target: The model to save when it is not the one being fitted (a head trained on
+            cached features shares its layers with the full model, which is what is saved).
     """
 
-    def __init__(self, path: Path, monitor: str, initial_best: Optional[float] = None) -> None:
+    def __init__(self, path: Path, monitor: str, initial_best: Optional[float] = None,
+                 target: Optional[keras.Model] = None) -> None:
         super().__init__()
+        self.target = target
         self.path = Path(path)
         self.monitor = monitor
         self.mode = monitor_mode(monitor)
@@ -55,7 +59,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     def _save(self, tmp: Path) -> None:
         # Keras picks the format from the suffix, so save under a .keras name and move it.
         target = tmp.with_name(tmp.name + ".keras")
-        self.model.save(target)
+        (self.target or self.model).save(target)
         target.replace(tmp)
 
 

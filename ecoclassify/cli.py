@@ -107,12 +107,13 @@ def train(config: Path | None, overrides: tuple[str, ...], resume: Path | None) 
     With --resume RUN_DIR, CONFIG may be left out; if given, it must equal the run's config.
     """
     from ecoclassify.config import load_config
-    from ecoclassify.training import train as run_train
 
     if config is None and resume is None:
         raise click.UsageError("give a CONFIG file, or --resume RUN_DIR")
-    cfg = load_config(config, overrides) if config is not None else None
+    cfg = load_config(config, overrides) if config is not None else None  # config errors before TF starts
     quiet_tensorflow()
+    from ecoclassify.training import train as run_train
+
     run = run_train(cfg, resume=resume)
     click.echo(f"run folder: {run.run_dir}")
     test = run.metrics.get("test")

@@ -322,6 +322,14 @@ class TrainingConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     train_batchnorm: bool = False
     deterministic: bool = False
+    cache_features: Union[Literal["auto"], bool] = "auto"
+
+    @field_validator("cache_features", mode="before")
+    @classmethod
+    def _cache_choice(cls, value: Any) -> Any:
+        if value in ("auto", True, False):
+            return value
+        raise ValueError(f"must be one of: auto, true, false. Received: {value!r}")
 
     @field_validator("class_weight", mode="before")
     @classmethod
@@ -391,6 +399,11 @@ class Config(Section):
         if self.training.stages is None:
             self.training.stages = default_stages(self.training, self.model.backbone)
             self.training.mode = None
+        if self.training.cache_features is True and self.augmentation.active:
+            raise ValueError(
+                "@training.cache_features true needs augmentation.enabled: false: augmentation runs before the "
+                "backbone, so its features differ every epoch and cannot be cached (use auto to cache only "
+                "when possible)")
         return self
 
     @classmethod

@@ -1,31 +1,98 @@
 """Classification metrics from true labels and predicted probabilities (scikit-learn underneath).
 
-mAP is the mean over classes of one-vs-rest average precision; classes without a positive
-example in the evaluated set have no defined AP and are left out *and named*.
+Everything here is pure: arrays in, JSON-ready dicts out. :func:`evaluate_predictions` gathers
+the whole metrics block of a report; the other functions are its parts and are public so they
+can be tested and reused on their own.
+
+Conventions:
+
+- ``y_true`` holds class indices into ``classes``; ``proba`` is ``(n, n_classes)`` with columns in
+  ``classes`` order. Rows are renormalised to sum to one in float64 (softmax in float32 is off by
+  ~1e-7, which scikit-learn's ``log_loss`` refuses).
+- mAP is the mean over classes of one-vs-rest average precision; classes without a positive
+  example in the evaluated set have no defined AP and are left out *and named*.
+- Macro averages run over the classes present in ``y_true`` or the predictions, as scikit-learn
+  defines them, so a class absent from the evaluated set is not scored as a zero.
+- A metric that is undefined on the given data (kappa with a single label, recall of a class
+  with no example) is ``None``, never NaN, so ``metrics.json`` stays valid JSON.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+import warnings
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, f1_score
+import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+#: Equal-width confidence bins of the expected calibration error (Guo et al., 2017).
+ECE_BINS = 15
+#: Top-k accuracies reported when the model has more than k classes.
+TOP_K = (3, 5)
+#: Target precisions used when the config gives none (``report.target_precisions``).
+DEFAULT_TARGET_PRECISIONS = (0.95, 0.99)
+#: A group column with more distinct values than this gets no per-group table (e.g. bursts).
+MAX_GROUPS = 50
+#: Columns tried, in order, for per-group metrics when none is named.
+GROUP_COLUMNS = ("site", "camera", "location", "group")
+
+
+def _inputs(y_true: Sequence[int], proba: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true, dtype=int).reshape(-1)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape != (len(y_true), n_classes):
+        raise ValueError(f"proba must have shape (n_images, n_classes) = ({len(y_true)}, {n_classes}). "
+                         f"Received: {proba.shape}")
+    if len(y_true) and (y_true.min() < 0 or y_true.max() >= n_classes):
+        raise ValueError(f"y_true must hold class indices in [0, {n_classes}). Received: {sorted(set(y_true))[:10]}")
+    totals = proba.sum(axis=1, keepdims=True)
+    if (proba < 0).any() or (totals <= 0).any():
+        raise ValueError("proba must hold non-negative probabilities with a positive sum in every row")
+    return y_true, proba / totals
+
+
+def _num(value: Any) -> Optional[float]:
+    """A float for JSON, or ``None`` for undefined (NaN) values."""
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 def average_precisions(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict[str, float | None]:
     """One-vs-rest average precision per class; ``None`` for classes with no positive example."""
     result: dict[str, float | None] = {}
     for index, name in enumerate(classes):
-        positives = y_true == index
+        positives = np.asarray(y_true) == index
         result[name] = float(average_precision_score(positives, proba[:, index])) if positives.any() else None
     return result
 
 
-def mean_average_precision(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> tuple[float | None, list[str]]:
-    """mAP over the classes present in ``y_true``, and the names of the classes left out."""
+def mean_average_precision(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str],
+                           exclude: Sequence[str] = ()) -> tuple[float | None, list[str]]:
+    """mAP over the classes present in ``y_true``, and the names of the classes left out.
+
+    Args:
+        y_true: True class indices.
+        proba: Predicted probabilities, columns in ``classes`` order.
+        classes: Class names.
+        exclude: Classes to leave out although present (e.g. an ``other`` class the model
+            cannot predict); they are named among the left-out classes.
+    """
     per_class = average_precisions(y_true, proba, classes)
-    present = [ap for ap in per_class.values() if ap is not None]
-    missing = [name for name, ap in per_class.items() if ap is None]
+    present = [ap for name, ap in per_class.items() if ap is not None and name not in exclude]
+    missing = [name for name, ap in per_class.items() if ap is None or name in exclude]
     return (float(np.mean(present)) if present else None), missing
 
 
@@ -40,8 +107,7 @@ def headline_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence
     Returns:
         A JSON-ready dict; ``map_excluded_classes`` names classes without positives.
     """
-    y_true = np.asarray(y_true, dtype=int)
-    proba = np.asarray(proba, dtype=float)
+    y_true, proba = _inputs(y_true, proba, len(classes))
     y_pred = proba.argmax(axis=1)
     labels = list(range(len(classes)))
     mean_ap, missing = mean_average_precision(y_true, proba, classes)
@@ -55,3 +121,336 @@ def headline_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence
         "mAP": mean_ap,
         "map_excluded_classes": missing,
     }
+
+
+def summary_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[str],
+                    not_predicted: Sequence[str] = ()) -> dict[str, Any]:
+    """Every scalar metric of one evaluated set: :func:`headline_metrics` plus the rest.
+
+    Args:
+        y_true: True class indices.
+        proba: Predicted probabilities, columns in ``classes`` order.
+        classes: Class names.
+        not_predicted: Classes the model cannot output (their ``proba`` column is zero), such as
+            the ``other`` class that gathers labels unknown to the model. They count as errors
+            in accuracy and F1, have no AP, and their images are left out of the log loss
+            (the model gives their true class probability zero, an infinite loss).
+
+    Returns:
+        Headline keys plus macro/weighted precision and recall, ``cohen_kappa``, ``log_loss``
+        (with ``log_loss_n_images``), ``top_k_accuracy`` (``{"3": ..., "5": ...}``, only for
+        k < number of classes) and ``ece``.
+    """
+    y_true, proba = _inputs(y_true, proba, len(classes))
+    y_pred = proba.argmax(axis=1)
+    labels = list(range(len(classes)))
+    result = headline_metrics(y_true, proba, classes)
+    mean_ap, missing = mean_average_precision(y_true, proba, classes, exclude=not_predicted)
+    result.update(mAP=mean_ap, map_excluded_classes=missing)
+    for average in ("macro", "weighted"):
+        precision, recall, _, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=None if average == "macro" else labels, average=average, zero_division=0)
+        result[f"{average}_precision"] = float(precision)
+        result[f"{average}_recall"] = float(recall)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # one label only: kappa is undefined -> None
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result["cohen_kappa"] = _num(cohen_kappa_score(y_true, y_pred, labels=labels))
+    scored = ~np.isin(y_true, [classes.index(name) for name in not_predicted])
+    result["log_loss"] = (float(log_loss(y_true[scored], proba[scored], labels=labels))
+                          if scored.any() else None)
+    result["log_loss_n_images"] = int(scored.sum())
+    result["top_k_accuracy"] = {
+        str(k): float(top_k_accuracy_score(y_true, proba, k=k, labels=labels)) for k in TOP_K if k < len(classes)
+    }
+    result["ece"] = calibration(y_true, proba)["ece"]
+    return result
+
+
+def per_class_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[str],
+                      not_predicted: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Precision, recall, F1, support and average precision of every class.
+
+    Returns:
+        One dict per class, in ``classes`` order: ``class``, ``support`` (true images),
+        ``n_predicted``, ``precision``, ``recall``, ``f1`` (``None`` when undefined: precision of
+        a class never predicted, recall of a class with no image), ``average_precision``
+        (``None`` without positives or for ``not_predicted`` classes) and ``predictable``.
+    """
+    y_true, proba = _inputs(y_true, proba, len(classes))
+    y_pred = proba.argmax(axis=1)
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+    aps = average_precisions(y_true, proba, classes)
+    rows = []
+    for index, name in enumerate(classes):
+        predicted = int((y_pred == index).sum())
+        rows.append({
+            "class": name,
+            "support": int(support[index]),
+            "n_predicted": predicted,
+            "precision": _num(precision[index]),
+            "recall": _num(recall[index]),
+            # F1 = 2TP / (2TP + FP + FN): undefined (None) only for a class neither present nor predicted.
+            "f1": _num(f1[index]),
+            "average_precision": None if name in not_predicted else aps[name],
+            "predictable": name not in not_predicted,
+        })
+    return rows
+
+
+def confusion_matrices(y_true: Sequence[int], proba: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Confusion matrix counts (rows: true class, columns: predicted) and its row-normalised form.
+
+    Rows of classes with no image are all NaN in the normalised matrix (nothing to divide).
+    """
+    y_true, proba = _inputs(y_true, proba, n_classes)
+    counts = confusion_matrix(y_true, proba.argmax(axis=1), labels=list(range(n_classes)))
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
+    return counts, normalised
+
+
+def calibration(y_true: Sequence[int], proba: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
+    """Expected calibration error of the top score, and its reliability-diagram bins.
+
+    The top score (confidence) of each image falls in one of ``n_bins`` equal-width bins
+    ``((m-1)/M, m/M]``; ECE is the image-weighted mean of ``|accuracy - mean confidence|`` over
+    the bins. A perfectly calibrated model that says 0.8 is right 80 % of the time: ECE 0.
+
+    Returns:
+        ``{"ece", "n_bins", "bins": [{"lower", "upper", "n_images", "confidence", "accuracy"}]}``;
+        empty bins have ``None`` confidence and accuracy.
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    proba = np.asarray(proba, dtype=np.float64)
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    index = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for m in range(n_bins):
+        inside = index == m
+        count = int(inside.sum())
+        conf = float(confidence[inside].mean()) if count else None
+        acc = float(correct[inside].mean()) if count else None
+        if count:
+            ece += count / len(y_true) * abs(acc - conf)
+        bins.append({"lower": m / n_bins, "upper": (m + 1) / n_bins, "n_images": count,
+                     "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece) if len(y_true) else None, "n_bins": n_bins, "bins": bins}
+
+
+def wilson_lower_bound(successes: int, trials: int, z: float = 1.959964) -> Optional[float]:
+    """Lower end of the Wilson 95 % interval of a proportion (``None`` for zero trials)."""
+    if trials == 0:
+        return None
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = p + z * z / (2 * trials)
+    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return max(0.0, (centre - margin) / denominator)
+
+
+def threshold_for_precision(scores: np.ndarray, correct: np.ndarray, target: float, n_total: int,
+                            n_positives: int) -> dict[str, Any]:
+    """The lowest score threshold whose auto-labelled images reach ``target`` precision.
+
+    Images with ``score >= threshold`` are auto-labelled; the lowest such threshold labels the
+    most images while keeping their precision (share correct) at or above ``target``.
+    Candidate thresholds are the observed scores, so tied scores are always kept together.
+
+    Args:
+        scores: Score of each candidate image (its top probability).
+        correct: Whether its predicted label is right.
+        target: Target precision in (0, 1].
+        n_total: Images the share auto-labelled is counted against.
+        n_positives: Images recall is counted against (``None`` recall when 0).
+
+    Returns:
+        ``target_precision``, ``reachable``, ``threshold``, ``precision``, ``precision_lower_95``
+        (Wilson), ``recall``, ``n_auto_labelled``, ``share_auto_labelled``, ``max_precision`` (the
+        best precision any threshold gives) and ``note`` (why a target is unreachable).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    result: dict[str, Any] = {"target_precision": float(target), "reachable": False, "threshold": None,
+                              "precision": None, "precision_lower_95": None, "recall": None,
+                              "n_auto_labelled": 0, "share_auto_labelled": 0.0, "max_precision": None, "note": ""}
+    if len(scores) == 0:
+        result["note"] = "no image is predicted with this label, so nothing can be auto-labelled"
+        return result
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, hits = scores[order], np.cumsum(correct[order])
+    taken = np.arange(1, len(scores) + 1)
+    # Only the last position of a run of tied scores is a threshold one could actually apply.
+    ends = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
+    precision = hits[ends] / taken[ends]
+    result["max_precision"] = float(precision.max())
+    ok = np.flatnonzero(precision >= target - 1e-12)
+    if len(ok) == 0:
+        top = taken[ends[0]]
+        result["note"] = (f"not reachable: even the {top} most confident prediction(s) are right only "
+                          f"{precision[0]:.1%} of the time, and no threshold does better than "
+                          f"{precision.max():.1%}")
+        return result
+    end = ends[ok[-1]]
+    n_auto, n_hits = int(taken[end]), int(hits[end])
+    result.update(
+        reachable=True,
+        threshold=float(sorted_scores[end]),
+        precision=n_hits / n_auto,
+        precision_lower_95=wilson_lower_bound(n_hits, n_auto),
+        recall=(n_hits / n_positives) if n_positives else None,
+        n_auto_labelled=n_auto,
+        share_auto_labelled=n_auto / n_total if n_total else 0.0,
+    )
+    return result
+
+
+def auto_label_thresholds(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[str],
+                          targets: Sequence[float] = DEFAULT_TARGET_PRECISIONS) -> dict[str, Any]:
+    """Score thresholds for auto-labelling at each target precision, overall and per class.
+
+    An image is auto-labelled with its top class when its top score reaches the threshold.
+
+    - ``overall``: one threshold for all classes. Precision is the share of auto-labelled images
+      whose label is right; recall is the share of *all* images labelled automatically and
+      correctly.
+    - ``per_class``: a threshold for each class, over the images predicted as that class.
+      Recall is counted against the class's true images; the share against all images.
+    - ``per_class_combined``: every class at its own threshold at once (classes whose target is
+      unreachable are never auto-labelled): the precision, recall and share one gets in practice.
+
+    Returns:
+        ``{"targets", "overall": [row per target], "per_class": {class: [row per target]},
+        "per_class_combined": [row per target]}``; rows as in :func:`threshold_for_precision`.
+    """
+    y_true, proba = _inputs(y_true, proba, len(classes))
+    y_pred, score = proba.argmax(axis=1), proba.max(axis=1)
+    correct = y_pred == y_true
+    n = len(y_true)
+    targets = sorted({float(t) for t in targets})
+    result: dict[str, Any] = {
+        "targets": targets,
+        "overall": [threshold_for_precision(score, correct, t, n, n) for t in targets],
+        "per_class": {},
+        "per_class_combined": [],
+    }
+    for index, name in enumerate(classes):
+        mine = y_pred == index
+        result["per_class"][name] = [
+            threshold_for_precision(score[mine], correct[mine], t, n, int((y_true == index).sum())) for t in targets]
+    for position, target in enumerate(targets):
+        cut = np.array([result["per_class"][name][position]["threshold"] for name in classes], dtype=object)
+        limits = np.array([np.inf if t is None else t for t in cut], dtype=np.float64)
+        auto = score >= limits[y_pred]
+        n_auto, n_hits = int(auto.sum()), int((auto & correct).sum())
+        result["per_class_combined"].append({
+            "target_precision": target,
+            "precision": n_hits / n_auto if n_auto else None,
+            "precision_lower_95": wilson_lower_bound(n_hits, n_auto),
+            "recall": n_hits / n if n else None,
+            "n_auto_labelled": n_auto,
+            "share_auto_labelled": n_auto / n if n else 0.0,
+            "classes_unreachable": [name for name, t in zip(classes, cut) if t is None],
+        })
+    return result
+
+
+def choose_group_columns(frame: pd.DataFrame, wanted: Optional[Sequence[str]] = None
+                         ) -> tuple[list[str], dict[str, str]]:
+    """The columns of ``frame`` worth per-group metrics, and why others were passed over.
+
+    Args:
+        frame: The evaluated samples (one row per image).
+        wanted: Columns asked for by name; by default ``GROUP_COLUMNS`` that exist. A column
+            equal to one already chosen (``group`` is often the ``site``) is not repeated.
+
+    Returns:
+        ``(columns, skipped)`` where ``skipped`` maps a column to the reason it has no table.
+    """
+    chosen: list[str] = []
+    skipped: dict[str, str] = {}
+    for column in (wanted if wanted is not None else GROUP_COLUMNS):
+        if column not in frame.columns:
+            if wanted is not None:
+                skipped[column] = f"not a column of the data (columns: {', '.join(map(str, frame.columns))})"
+            continue
+        values = frame[column].fillna("").astype(str).str.strip()
+        distinct = values[values != ""].nunique()
+        if distinct == 0:
+            if wanted is not None:
+                skipped[column] = "the column is empty"
+            continue
+        if any(values.equals(frame[other].fillna("").astype(str).str.strip()) for other in chosen):
+            continue
+        if distinct > MAX_GROUPS:
+            skipped[column] = f"{distinct} distinct values (more than {MAX_GROUPS}): too many for a per-group table"
+            continue
+        chosen.append(column)
+    return chosen, skipped
+
+
+def group_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[str], groups: Sequence[Any],
+                  not_predicted: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The main metrics for each value of a group column (a site, a camera).
+
+    Images with an empty group value form the group ``"(none)"``.
+
+    Returns:
+        One dict per group, sorted by name: ``group``, ``n_images``, ``n_classes`` (present),
+        ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``mAP``.
+    """
+    y_true, proba = _inputs(y_true, proba, len(classes))
+    names = pd.Series(list(groups), dtype=object).fillna("").astype(str).str.strip().replace("", "(none)")
+    rows = []
+    for name in sorted(names.unique()):
+        mask = (names == name).to_numpy()
+        part = headline_metrics(y_true[mask], proba[mask], classes)
+        rows.append({
+            "group": name,
+            "n_images": int(mask.sum()),
+            "n_classes": int(len(np.unique(y_true[mask]))),
+            "accuracy": part["accuracy"],
+            "balanced_accuracy": part["balanced_accuracy"],
+            "macro_f1": part["macro_f1"],
+            "mAP": mean_average_precision(y_true[mask], proba[mask], classes, exclude=not_predicted)[0],
+        })
+    return rows
+
+
+def evaluate_predictions(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[str], *,
+                         target_precisions: Sequence[float] = DEFAULT_TARGET_PRECISIONS,
+                         groups: Optional[Mapping[str, Sequence[Any]]] = None,
+                         not_predicted: Sequence[str] = ()) -> dict[str, Any]:
+    """The complete metrics block of a report (``metrics.json["test"]``).
+
+    Args:
+        y_true: True class indices.
+        proba: Predicted probabilities, columns in ``classes`` order.
+        classes: Class names (the model's, plus e.g. ``other`` for labels it does not know).
+        target_precisions: Targets for the auto-labelling thresholds.
+        groups: ``{column: value per image}`` for per-group metrics.
+        not_predicted: Classes the model cannot output (see :func:`summary_metrics`).
+
+    Returns:
+        :func:`summary_metrics`' keys plus ``per_class``, ``confusion_matrix`` (``labels``,
+        ``counts``, ``normalized``), ``calibration``, ``thresholds`` and ``groups``.
+    """
+    y_true, proba = _inputs(y_true, proba, len(classes))
+    counts, normalised = confusion_matrices(y_true, proba, len(classes))
+    block = summary_metrics(y_true, proba, classes, not_predicted)
+    block.update(
+        classes=list(classes),
+        not_predicted_classes=list(not_predicted),
+        per_class=per_class_metrics(y_true, proba, classes, not_predicted),
+        confusion_matrix={"labels": list(classes), "counts": counts.tolist(),
+                          "normalized": [[_num(v) for v in row] for row in normalised]},
+        calibration=calibration(y_true, proba),
+        thresholds=auto_label_thresholds(y_true, proba, classes, target_precisions),
+        groups={column: group_metrics(y_true, proba, classes, values, not_predicted)
+                for column, values in (groups or {}).items()},
+    )
+    return block

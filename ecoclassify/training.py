@@ -14,26 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import numpy as np
 import pandas as pd
 
-from ecoclassify.config import Config, StageConfig, load_config
+from ecoclassify.config import Config, load_config
 from ecoclassify.data.prepare import prepare_data
 from ecoclassify.errors import ConfigError, RunError
 from ecoclassify.metrics import headline_metrics
+from ecoclassify.trainer import fit_stages
 from ecoclassify.run import (
     BACKUP_DIR, CONFIG_FILE, EXCLUDED_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE, SPLITS_FILE,
     STATE_FILE, Run, new_run_dir, provenance, read_json, write_csv, write_json, write_text,
 )
 
 log = logging.getLogger(__name__)
-
-
-class _ExpectedRetracing(logging.Filter):
-    """Drops TensorFlow's retracing warning: every stage recompiles, so new traces are expected."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
 
 
 class TrainingInterrupted(RunError):
@@ -80,7 +73,8 @@ def train(
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     try:
-        return _fit_stages(config, run_dir, samples, classes, state, list(callbacks), verbose)
+        model, frames, epochs, best = fit_stages(config, run_dir, samples, classes, state, list(callbacks), verbose)
+        return _finish(config, run_dir, model, frames, classes, epochs, best)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"training interrupted; the run folder {run_dir} keeps the last finished epoch. "
@@ -128,108 +122,6 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
             found += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
         return found
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
-
-
-def class_weights(config: Config, labels: np.ndarray, classes: list[str]) -> Optional[np.ndarray]:
-    """Per-class loss weights from ``training.class_weight`` (``None`` for no weighting)."""
-    setting = config.training.class_weight
-    if setting == "none":
-        return None
-    if setting == "balanced":
-        from sklearn.utils.class_weight import compute_class_weight
-
-        present = np.unique(labels)
-        weights = np.ones(len(classes))
-        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
-        return weights
-    return np.array([float(setting.get(name, 1.0)) for name in classes])
-
-
-def _fit_stages(config: Config, run_dir: Path, samples: pd.DataFrame, classes: list[str], state: dict,
-                extra_callbacks: list[Any], verbose: Union[int, str]) -> Run:
-    import keras
-    import tensorflow as tf
-
-    from ecoclassify.callbacks import BestModelCheckpoint, best_in_history, monitor_mode
-    from ecoclassify.data.pipeline import make_dataset
-    from ecoclassify.models.build import build_model
-    from ecoclassify.models.freezing import apply_trainable
-
-    tf_logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _ExpectedRetracing) for f in tf_logger.filters):
-        tf_logger.addFilter(_ExpectedRetracing())
-    seed = config.experiment.seed
-    keras.utils.set_random_seed(seed)
-    if config.training.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    index = {name: i for i, name in enumerate(classes)}
-    frames = {name: samples[samples["split"] == name] for name in ("train", "val", "test")}
-    y_train = frames["train"]["label"].map(index).to_numpy()
-    weights = class_weights(config, y_train, classes)
-    batch, size = config.training.batch_size, tuple(config.data.image_size)
-    train_ds = make_dataset(frames["train"]["filepath"], size, batch, labels=y_train, num_classes=len(classes),
-                            sample_weights=None if weights is None else weights[y_train], shuffle=True, seed=seed,
-                            max_pixels=config.data.max_image_pixels)
-    val_ds = None
-    if len(frames["val"]):
-        val_ds = make_dataset(frames["val"]["filepath"], size, batch, labels=frames["val"]["label"].map(index),
-                              num_classes=len(classes), max_pixels=config.data.max_image_pixels)
-    model = build_model(config, len(classes))
-    monitor = config.training.monitor
-    best_value, _ = best_in_history(run_dir / HISTORY_FILE, monitor)
-    checkpoint = BestModelCheckpoint(run_dir / MODEL_FILE, monitor, initial_best=best_value)
-    csv_logger = keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True)
-    steps = max(1, -(-len(frames["train"]) // batch))
-    stages = config.training.stages or []
-    epoch = int(state["next_epoch"])
-    if state["completed_stages"]:
-        model.load_weights(run_dir / BACKUP_DIR / f"stage-{state['completed_stages']}-end.weights.h5")
-    for number, stage in enumerate(stages, start=1):
-        if number <= state["completed_stages"]:
-            continue
-        key = f"training.stages[{number - 1}].trainable"
-        summary = apply_trainable(model, stage.trainable, key)
-        model.compile(
-            optimizer=_optimizer(stage, steps),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.training.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                     keras.metrics.F1Score(average="macro", name="macro_f1")],
-        )
-        label = stage.name or f"stage {number}"
-        log.info("stage %d/%d (%s): %d epoch(s) at learning rate %g; %s", number, len(stages), label,
-                 stage.epochs, stage.learning_rate, summary.describe())
-        stage_callbacks = [csv_logger, checkpoint,
-                           keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR / f"stage-{number}"))]
-        if config.training.early_stopping.enabled:
-            stage_callbacks.insert(0, keras.callbacks.EarlyStopping(
-                monitor=monitor, mode=monitor_mode(monitor), patience=config.training.early_stopping.patience,
-                min_delta=config.training.early_stopping.min_delta, restore_best_weights=True))
-        if stage.schedule == "reduce_on_plateau":
-            stage_callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor, mode=monitor_mode(monitor), factor=0.2, patience=2))
-        history = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + stage.epochs,
-                            callbacks=stage_callbacks + list(extra_callbacks), verbose=verbose, shuffle=False)
-        epoch = (history.epoch[-1] + 1) if history.epoch else epoch + stage.epochs
-        model.save_weights(run_dir / BACKUP_DIR / f"stage-{number}-end.weights.h5")
-        write_json(run_dir / STATE_FILE, {"completed_stages": number, "next_epoch": epoch, "finished": False})
-        log.info("stage %d/%d (%s) done after epoch %d; best %s so far: %s", number, len(stages), label,
-                 epoch, monitor, f"{checkpoint.best:.4f}" if checkpoint.best is not None else "n/a")
-    return _finish(config, run_dir, model, frames, classes, epoch, checkpoint.best)
-
-
-def _optimizer(stage: StageConfig, steps_per_epoch: int) -> Any:
-    import keras
-
-    rate: Any = stage.learning_rate
-    if stage.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(stage.learning_rate, decay_steps=stage.epochs * steps_per_epoch)
-    if stage.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
-    if stage.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=stage.weight_decay if stage.weight_decay is not None else 1e-4)
-    if stage.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=stage.momentum, weight_decay=stage.weight_decay)
-    return keras.optimizers.RMSprop(rate, weight_decay=stage.weight_decay)
 
 
 def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.DataFrame], classes: list[str],

@@ -226,3 +226,31 @@ def test_the_quickstart_config_trains_offline_on_the_demo_data(tmp_path, monkeyp
                                        "--set", "training.epochs=1", "--set", "data.demo.images_per_class=12"])
     assert result.exit_code == 0, result.output
     assert "test: accuracy" in result.output
+
+
+def test_a_head_stage_on_cached_features_trains_the_same_model_as_on_images(tmp_path, images, caplog):
+    def run(cache):
+        config = Config.from_dict(tiny_config(
+            tmp_path, model={"backbone": "vgg16", "weights": "none", "head": {"dense": [8], "dropout": 0.2}},
+            training={"mode": "transfer", "epochs": 3, "cache_features": cache, "deterministic": True}))
+        return train(config, verbose=0)
+
+    with caplog.at_level("INFO", logger="ecoclassify"):
+        cached = run("auto")
+    assert "on cached features" in caplog.text
+    plain = run(False)
+    np.testing.assert_allclose(cached.history["loss"], plain.history["loss"], rtol=1e-3)
+    np.testing.assert_allclose(cached.history["val_macro_f1"], plain.history["val_macro_f1"], atol=1e-6)
+    assert cached.metrics["test"] == pytest.approx(plain.metrics["test"], abs=1e-6)
+    # The saved model is the end-to-end model either way, with the same predictions.
+    batch = np.asarray(Image.open(images / "owl" / "owl_03.jpg"))[None]
+    a = keras.saving.load_model(cached.model_path, safe_mode=True)
+    b = keras.saving.load_model(plain.model_path, safe_mode=True)
+    assert a.inputs[0].shape[1:] == (32, 32, 3)
+    np.testing.assert_allclose(a.predict(batch, verbose=0), b.predict(batch, verbose=0), atol=1e-5)
+
+
+def test_forcing_the_feature_cache_with_augmentation_on_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="training.cache_features true needs augmentation.enabled: false"):
+        Config.from_dict(tiny_config(tmp_path, training={"cache_features": True},
+                                     augmentation={"enabled": True, "flip": "horizontal"}))
