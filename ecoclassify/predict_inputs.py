@@ -10,6 +10,8 @@ Rules, the same as training's discovery (:mod:`ecoclassify.data.discovery`):
 
 - Folders are walked in relative-POSIX-path order; hidden files and folders (``._IMG.JPG``,
   ``.DS_Store``), non-images (videos, ``.txt``) and unsafe symlinks are skipped with a reason.
+- A file INPUT is an image (by extension), a list file (``.txt``, ``.lst``, ``.list`` or no
+  extension) or anything else, which is skipped like a video in a folder.
 - A list file names one path per line, relative to the list file's folder or absolute; blank
   lines and lines starting with ``#`` are ignored. A listed file that does not exist is not
   skipped: it becomes a ``not_found`` failure, because the user asked for it by name.
@@ -19,6 +21,7 @@ Rules, the same as training's discovery (:mod:`ecoclassify.data.discovery`):
 
 from __future__ import annotations
 
+import codecs
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -30,6 +33,9 @@ from ecoclassify.errors import ConfigError, DataError
 
 SkipCallback = Callable[[Path, str], None]
 
+# Suffixes of list files; any other non-image file given as INPUT is skipped as not an image.
+LIST_SUFFIXES = ("", ".txt", ".lst", ".list")
+
 # Bytes read to decide whether an INPUT file is a text list (binary files hold NUL bytes).
 _SNIFF_BYTES = 65536
 
@@ -39,7 +45,8 @@ class InputSpec:
     """One INPUT argument, checked.
 
     Attributes:
-        kind: ``folder``, ``image`` (a single image file) or ``list`` (a text file of paths).
+        kind: ``folder``, ``image`` (a single image file), ``list`` (a text file of paths) or
+            ``other`` (any other file: skipped as ``not_an_image``).
         path: The argument as an absolute path (symlinks kept, so mount names stay readable).
     """
 
@@ -90,11 +97,15 @@ def resolve_inputs(inputs: str | os.PathLike | list[str | os.PathLike] | tuple) 
             specs.append(InputSpec("folder", path))
         elif not path.exists():
             raise DataError(f"INPUT does not exist. Received: '{raw}'")
-        elif is_image_name(path.name):
+        elif is_image_name(path.name) and not is_hidden(path.name):
             specs.append(InputSpec("image", path))
-        else:
+        elif path.suffix.lower() in LIST_SUFFIXES:
             _check_list_file(path, raw)
             specs.append(InputSpec("list", path))
+        else:
+            # A shell glob (``card/*``) passes videos and other clutter too; skip them like a
+            # folder walk would rather than stop the whole run.
+            specs.append(InputSpec("other", path))
     return specs
 
 
@@ -107,12 +118,12 @@ def _check_list_file(path: Path, raw: object) -> None:
     try:
         if b"\0" in head:
             raise UnicodeDecodeError("utf-8", head, 0, 1, "NUL byte")
-        # A multi-byte character cut at the sniff boundary is not an error.
-        head.decode("utf-8-sig") if len(head) < _SNIFF_BYTES else head[:-4].decode("utf-8-sig")
+        # Incremental: a multi-byte character cut at the sniff boundary is not an error.
+        codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=len(head) < _SNIFF_BYTES)
     except UnicodeDecodeError:
         raise DataError(
             f"INPUT must be a folder, an image file ({' '.join(IMAGE_EXTENSIONS)}) or a UTF-8 text "
-            f"file listing image paths. Received: '{raw}' (a binary file; a video is not supported)"
+            f"file listing image paths. Received: '{raw}' (a binary file)"
         ) from None
 
 
@@ -151,8 +162,10 @@ def _iter_spec(spec: InputSpec, recursive: bool, skip: SkipCallback) -> Iterator
             yield WorkItem(root, path.relative_to(spec.path).as_posix())
     elif spec.kind == "image":
         yield WorkItem(str(spec.path.parent), spec.path.name)
-    else:
+    elif spec.kind == "list":
         yield from _iter_list(spec.path, skip)
+    else:
+        skip(spec.path, "hidden" if is_hidden(spec.path.name) else "not_an_image")
 
 
 def _iter_list(list_file: Path, skip: SkipCallback) -> Iterator[WorkItem]:
