@@ -237,6 +237,8 @@ def predictions_frame(frame: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray
         "score": proba.max(axis=1),
         "correct": predicted == y_true,
     })
+    if "original_label" in frame.columns:  # labels the model does not know, counted as "other"
+        table.insert(2, "original_label", frame["original_label"].to_numpy())
     for column in group_columns:
         table[column] = frame[column].to_numpy()
     for index, name in enumerate(classes):

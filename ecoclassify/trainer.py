@@ -9,9 +9,10 @@ stages train on cached backbone features when that gives the same result (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import keras
 import numpy as np
@@ -101,6 +102,49 @@ def fit_stages(config: Config, run_dir: Path, samples: pd.DataFrame, classes: li
     keras.utils.set_random_seed(config.experiment.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(config)
+    with strategy.scope(), _precision(config):
+        return _fit_in_scope(config, run_dir, samples, classes, state, extra_callbacks, verbose)
+
+
+def make_strategy(config: Config) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy for ``training.distribution``.
+
+    ``mirrored`` replicates the model on every local GPU (or on ``training.devices``);
+    ``multi_worker`` spans machines described by the ``TF_CONFIG`` environment variable
+    (see README, "Training on several GPUs or a SLURM cluster"). ``training.batch_size`` is
+    the global batch, split across replicas.
+    """
+    training = config.training
+    if training.distribution == "mirrored":
+        strategy = tf.distribute.MirroredStrategy(devices=training.devices)
+    elif training.distribution == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        return tf.distribute.get_strategy()
+    log.info("distribution %s: training on %d replica(s) %s", training.distribution,
+             strategy.num_replicas_in_sync, list(getattr(strategy.extended, "worker_devices", [])))
+    return strategy
+
+
+@contextlib.contextmanager
+def _precision(config: Config) -> Iterator[None]:
+    """Mixed float16 compute for the duration of training (the output layer stays float32)."""
+    if not config.training.mixed_precision:
+        yield
+        return
+    if not tf.config.list_physical_devices("GPU"):
+        log.warning("training.mixed_precision is on without a GPU: float16 is emulated and much slower on CPUs")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _fit_in_scope(config: Config, run_dir: Path, samples: pd.DataFrame, classes: list[str], state: dict,
+                  extra_callbacks: list[Any], verbose: Union[int, str]) -> tuple[keras.Model, dict, int, Optional[float]]:
     data = _Data(config, samples, classes)
     model = build_model(config, len(classes))
     monitor = config.training.monitor
@@ -140,6 +184,7 @@ def fit_stages(config: Config, run_dir: Path, samples: pd.DataFrame, classes: li
 def _compile(model: keras.Model, config: Config, stage: StageConfig, steps_per_epoch: int) -> None:
     model.compile(
         optimizer=_optimizer(stage, steps_per_epoch),
+        jit_compile=config.training.jit_compile,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.training.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.F1Score(average="macro", name="macro_f1")],

@@ -84,6 +84,10 @@ class TrainingConfig(Section):
     train_batchnorm: bool = False
     deterministic: bool = False
     cache_features: Union[Literal["auto"], bool] = "auto"
+    mixed_precision: bool = False
+    jit_compile: Union[Literal["auto"], bool] = "auto"
+    distribution: Literal["none", "mirrored", "multi_worker"] = "none"
+    devices: Optional[list[str]] = Field(None, min_length=1)
 
     @field_validator("cache_features", mode="before")
     @classmethod
@@ -106,6 +110,13 @@ class TrainingConfig(Section):
             "must be one of: none, balanced, or a mapping {class: positive weight}. " f"Received: {value!r}"
         )
 
+    @field_validator("jit_compile", mode="before")
+    @classmethod
+    def _jit_choice(cls, value: Any) -> Any:
+        if value in ("auto", True, False):
+            return value
+        raise ValueError(f"must be one of: auto, true, false. Received: {value!r}")
+
     @field_validator("monitor")
     @classmethod
     def _known_metric(cls, value: str) -> str:
@@ -120,6 +131,11 @@ class TrainingConfig(Section):
                 "@mode and stages are alternatives: set mode (transfer, finetune, scratch) or list stages, "
                 "not both. "
                 f"Received: mode={self.mode!r} and {len(self.stages)} stage(s)"
+            )
+        if self.devices is not None and self.distribution != "mirrored":
+            raise ValueError(
+                "@devices applies to distribution 'mirrored' only (multi_worker reads TF_CONFIG). "
+                f"Received: distribution={self.distribution!r}, devices={self.devices}"
             )
         return self
 
