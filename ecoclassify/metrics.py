@@ -2,13 +2,14 @@
 
 Everything here is pure: arrays in, JSON-ready dicts out. :func:`evaluate_predictions` gathers
 the whole metrics block of a report; the other functions are its parts and are public so they
-can be tested and reused on their own.
+can be tested and reused on their own. Auto-labelling thresholds live in
+:mod:`ecoclassify.thresholds`.
 
 Conventions:
 
 - ``y_true`` holds class indices into ``classes``; ``proba`` is ``(n, n_classes)`` with columns in
-  ``classes`` order. Rows are renormalised to sum to one in float64 (softmax in float32 is off by
-  ~1e-7, which scikit-learn's ``log_loss`` refuses).
+  ``classes`` order. Rows are renormalised to sum to one in float64 (scikit-learn's ``log_loss``
+  refuses rows that do not, and float32 softmax outputs are only close).
 - mAP is the mean over classes of one-vs-rest average precision; classes without a positive
   example in the evaluated set have no defined AP and are left out *and named*.
 - Macro averages run over the classes present in ``y_true`` or the predictions, as scikit-learn
@@ -38,12 +39,12 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from ecoclassify.thresholds import DEFAULT_TARGET_PRECISIONS, auto_label_thresholds
+
 #: Equal-width confidence bins of the expected calibration error (Guo et al., 2017).
 ECE_BINS = 15
 #: Top-k accuracies reported when the model has more than k classes.
 TOP_K = (3, 5)
-#: Target precisions used when the config gives none (``report.target_precisions``).
-DEFAULT_TARGET_PRECISIONS = (0.95, 0.99)
 #: A group column with more distinct values than this gets no per-group table (e.g. bursts).
 MAX_GROUPS = 50
 #: Columns tried, in order, for per-group metrics when none is named.
@@ -240,123 +241,6 @@ def calibration(y_true: Sequence[int], proba: np.ndarray, n_bins: int = ECE_BINS
         bins.append({"lower": m / n_bins, "upper": (m + 1) / n_bins, "n_images": count,
                      "confidence": conf, "accuracy": acc})
     return {"ece": float(ece) if len(y_true) else None, "n_bins": n_bins, "bins": bins}
-
-
-def wilson_lower_bound(successes: int, trials: int, z: float = 1.959964) -> Optional[float]:
-    """Lower end of the Wilson 95 % interval of a proportion (``None`` for zero trials)."""
-    if trials == 0:
-        return None
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = p + z * z / (2 * trials)
-    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return max(0.0, (centre - margin) / denominator)
-
-
-def threshold_for_precision(scores: np.ndarray, correct: np.ndarray, target: float, n_total: int,
-                            n_positives: int) -> dict[str, Any]:
-    """The lowest score threshold whose auto-labelled images reach ``target`` precision.
-
-    Images with ``score >= threshold`` are auto-labelled; the lowest such threshold labels the
-    most images while keeping their precision (share correct) at or above ``target``.
-    Candidate thresholds are the observed scores, so tied scores are always kept together.
-
-    Args:
-        scores: Score of each candidate image (its top probability).
-        correct: Whether its predicted label is right.
-        target: Target precision in (0, 1].
-        n_total: Images the share auto-labelled is counted against.
-        n_positives: Images recall is counted against (``None`` recall when 0).
-
-    Returns:
-        ``target_precision``, ``reachable``, ``threshold``, ``precision``, ``precision_lower_95``
-        (Wilson), ``recall``, ``n_auto_labelled``, ``share_auto_labelled``, ``max_precision`` (the
-        best precision any threshold gives) and ``note`` (why a target is unreachable).
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    result: dict[str, Any] = {"target_precision": float(target), "reachable": False, "threshold": None,
-                              "precision": None, "precision_lower_95": None, "recall": None,
-                              "n_auto_labelled": 0, "share_auto_labelled": 0.0, "max_precision": None, "note": ""}
-    if len(scores) == 0:
-        result["note"] = "no image is predicted with this label, so nothing can be auto-labelled"
-        return result
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, hits = scores[order], np.cumsum(correct[order])
-    taken = np.arange(1, len(scores) + 1)
-    # Only the last position of a run of tied scores is a threshold one could actually apply.
-    ends = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
-    precision = hits[ends] / taken[ends]
-    result["max_precision"] = float(precision.max())
-    ok = np.flatnonzero(precision >= target - 1e-12)
-    if len(ok) == 0:
-        top = taken[ends[0]]
-        result["note"] = (f"not reachable: even the {top} most confident prediction(s) are right only "
-                          f"{precision[0]:.1%} of the time, and no threshold does better than "
-                          f"{precision.max():.1%}")
-        return result
-    end = ends[ok[-1]]
-    n_auto, n_hits = int(taken[end]), int(hits[end])
-    result.update(
-        reachable=True,
-        threshold=float(sorted_scores[end]),
-        precision=n_hits / n_auto,
-        precision_lower_95=wilson_lower_bound(n_hits, n_auto),
-        recall=(n_hits / n_positives) if n_positives else None,
-        n_auto_labelled=n_auto,
-        share_auto_labelled=n_auto / n_total if n_total else 0.0,
-    )
-    return result
-
-
-def auto_label_thresholds(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[str],
-                          targets: Sequence[float] = DEFAULT_TARGET_PRECISIONS) -> dict[str, Any]:
-    """Score thresholds for auto-labelling at each target precision, overall and per class.
-
-    An image is auto-labelled with its top class when its top score reaches the threshold.
-
-    - ``overall``: one threshold for all classes. Precision is the share of auto-labelled images
-      whose label is right; recall is the share of *all* images labelled automatically and
-      correctly.
-    - ``per_class``: a threshold for each class, over the images predicted as that class.
-      Recall is counted against the class's true images; the share against all images.
-    - ``per_class_combined``: every class at its own threshold at once (classes whose target is
-      unreachable are never auto-labelled): the precision, recall and share one gets in practice.
-
-    Returns:
-        ``{"targets", "overall": [row per target], "per_class": {class: [row per target]},
-        "per_class_combined": [row per target]}``; rows as in :func:`threshold_for_precision`.
-    """
-    y_true, proba = _inputs(y_true, proba, len(classes))
-    y_pred, score = proba.argmax(axis=1), proba.max(axis=1)
-    correct = y_pred == y_true
-    n = len(y_true)
-    targets = sorted({float(t) for t in targets})
-    result: dict[str, Any] = {
-        "targets": targets,
-        "overall": [threshold_for_precision(score, correct, t, n, n) for t in targets],
-        "per_class": {},
-        "per_class_combined": [],
-    }
-    for index, name in enumerate(classes):
-        mine = y_pred == index
-        result["per_class"][name] = [
-            threshold_for_precision(score[mine], correct[mine], t, n, int((y_true == index).sum())) for t in targets]
-    for position, target in enumerate(targets):
-        cut = np.array([result["per_class"][name][position]["threshold"] for name in classes], dtype=object)
-        limits = np.array([np.inf if t is None else t for t in cut], dtype=np.float64)
-        auto = score >= limits[y_pred]
-        n_auto, n_hits = int(auto.sum()), int((auto & correct).sum())
-        result["per_class_combined"].append({
-            "target_precision": target,
-            "precision": n_hits / n_auto if n_auto else None,
-            "precision_lower_95": wilson_lower_bound(n_hits, n_auto),
-            "recall": n_hits / n if n else None,
-            "n_auto_labelled": n_auto,
-            "share_auto_labelled": n_auto / n if n else 0.0,
-            "classes_unreachable": [name for name, t in zip(classes, cut) if t is None],
-        })
-    return result
 
 
 def choose_group_columns(frame: pd.DataFrame, wanted: Optional[Sequence[str]] = None

@@ -111,10 +111,13 @@ def reliability_figure(bins: list[dict[str, Any]], ece: Optional[float]) -> Figu
     filled = [i for i, b in enumerate(bins) if b["n_images"]]
     accuracy = np.array([bins[i]["accuracy"] for i in filled])
     confidence = np.array([bins[i]["confidence"] for i in filled])
-    top.plot([0, 1], [0, 1], linestyle="--", color=MUTED, linewidth=1, label="perfect calibration")
+    top.plot([0, 1], [0, 1], linestyle="--", color=MUTED, linewidth=1, zorder=4, label="perfect calibration")
     top.bar(centres[filled], accuracy, width=width * 0.92, color=ACCENT, alpha=0.85, label="accuracy in bin")
-    top.bar(centres[filled], confidence - accuracy, bottom=accuracy, width=width * 0.92, color=BAD, alpha=0.25,
-            hatch="//", edgecolor=BAD, linewidth=0, label="gap to mean confidence")
+    # The gap between a bar's top and its red mark is what ECE averages.
+    top.vlines(centres[filled], np.minimum(accuracy, confidence), np.maximum(accuracy, confidence), color=BAD,
+               linewidth=2, alpha=0.6)
+    top.scatter(centres[filled], confidence, color=BAD, marker="_", s=180, linewidths=2.4, zorder=3,
+                label="mean confidence in bin")
     top.set_ylim(0, 1.02)
     top.set_ylabel("accuracy")
     title = "Reliability diagram" + (f" (ECE {ece:.3f})" if ece is not None else "")

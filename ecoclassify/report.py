@@ -128,7 +128,7 @@ def write_report(
         ``test`` (see :func:`ecoclassify.metrics.evaluate_predictions`, plus ``groups_skipped``),
         ``unreadable`` (``n_images``, ``by_reason``) and ``files``.
     """
-    from ecoclassify import report_html
+    from ecoclassify.report_html import ReportContext, render_html
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,18 +180,18 @@ def write_report(
     if len(excluded):
         files["excluded"] = write_csv(out_dir / EXCLUDED_FILE, excluded)
 
-    report.images = _draw_plots(test, y_true, proba_norm, classes, history, config)
+    report.images = _draw_plots(test, y_true, proba_norm, classes, history, config, metrics.get("monitor"))
     for role, data in report.images.items():
         name = PLOT_FILES.get(role, f"{role}.png")
-        files[role] = atomic_write(out_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
+        files[f"plot_{role}"] = atomic_write(out_dir / name, lambda tmp, data=data: tmp.write_bytes(data))
     files["html"] = out_dir / HTML_FILE
     files["markdown"] = out_dir / MARKDOWN_FILE
     files["metrics"] = out_dir / METRICS_FILE
     metrics["files"] = {role: path.name for role, path in files.items()}
-    context = report_html.ReportContext(metrics=metrics, images=report.images, config=config,
-                                        split_table=split_table(splits), excluded=excluded)
-    write_text(files["html"], report_html.render_html(context))
-    write_text(files["markdown"], report_html.render_markdown(context))
+    context = ReportContext(metrics=metrics, images=report.images, config=config,
+                            split_table=split_table(splits), excluded=excluded)
+    write_text(files["html"], render_html(context))
+    write_text(files["markdown"], render_markdown(context))
     write_json(files["metrics"], metrics)
     for stale in _KNOWN_FILES - {p.name for p in files.values()} - {predictions_file}:
         (out_dir / stale).unlink(missing_ok=True)  # left by an earlier report in the same folder
@@ -260,7 +260,7 @@ def split_table(splits: Optional[Mapping[str, pd.DataFrame]]) -> pd.DataFrame:
 
 
 def _draw_plots(test: dict[str, Any], y_true: np.ndarray, proba: np.ndarray, classes: list[str],
-                history: Optional[pd.DataFrame], config: Any) -> dict[str, bytes]:
+                history: Optional[pd.DataFrame], config: Any, monitor: Optional[str] = None) -> dict[str, bytes]:
     images: dict[str, bytes] = {}
     predictable = [i for i, name in enumerate(classes) if name not in test["not_predicted_classes"]]
     scores, correct = proba.max(axis=1), proba.argmax(axis=1) == y_true
@@ -275,7 +275,7 @@ def _draw_plots(test: dict[str, Any], y_true: np.ndarray, proba: np.ndarray, cla
             in predictable}),
         "reliability": plots.reliability_figure(test["calibration"]["bins"], test["calibration"]["ece"]),
     }
-    monitor = getattr(getattr(config, "training", None), "monitor", None)
+    monitor = getattr(getattr(config, "training", None), "monitor", None) or monitor
     curves = plots.training_curves_figure(history, monitor) if history is not None else None
     if curves is not None:
         figures["training_curves"] = curves
@@ -288,3 +288,81 @@ def _draw_plots(test: dict[str, Any], y_true: np.ndarray, proba: np.ndarray, cla
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:60]
+
+
+def config_summary(config: Any) -> list[tuple[str, str]]:
+    """``(setting, value)`` pairs describing a run's config in a few lines."""
+    if config is None:
+        return []
+    data, model, training, aug = config.data, config.model, config.training, config.augmentation
+    split = data.split
+    split_text = f"{split.method}" + (f" by {split.group_by}" if split.group_by else "")
+    if split.method != "predefined":
+        split_text += f" (val {split.val:g}, test {split.test:g})"
+    active = [f"{k} {getattr(aug, k):g}" for k in ("rotation", "zoom", "translation", "contrast", "brightness", "crop")
+              if getattr(aug, k) > 0]
+    stages = "; ".join(
+        f"{s.name or i}: {s.epochs} epoch(s), {s.optimizer} lr {s.learning_rate:g}, trainable "
+        f"{s.trainable if isinstance(s.trainable, str) else s.trainable.model_dump()}"
+        for i, s in enumerate(training.stages or [], start=1))
+    rows = [
+        ("experiment", f"{config.experiment.name} (seed {config.experiment.seed})"),
+        ("data", f"{data.source}: {data.labels or data.root or 'built-in demo'}"),
+        ("image size", f"{data.image_size[0]} × {data.image_size[1]} px"),
+        ("split", split_text),
+        ("backbone", f"{model.backbone}, weights {model.weights}"),
+        ("head", f"{model.head.pooling} pooling, dense {model.head.dense}, dropout {model.head.dropout:g}"),
+        ("augmentation", (f"flip {aug.flip}" + (", " + ", ".join(active) if active else ""))
+         if aug.active else "none"),
+        ("training", f"batch {training.batch_size}, class weight {training.class_weight}, monitor {training.monitor}"),
+        ("stages", stages),
+    ]
+    if config.provenance:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in config.provenance.items() if k != "created")))
+    return rows
+
+
+
+def render_markdown(context: Any) -> str:
+    """A short Markdown version of the report (a :class:`~ecoclassify.report_html.ReportContext`), images
+    linked from the same folder, for a terminal or a code forge."""
+    from ecoclassify.report_html import SUMMARY, format_value, get_value, report_notes
+
+    m, test = context.metrics, context.metrics["test"]
+    lines = [f"# {m['title']}", "", f"{test['n_images']} images, {len(test['classes'])} classes; "
+             f"created {m['created']}. Full report: report.html; all numbers: metrics.json.", ""]
+    lines += [f"> {note}" for note in report_notes(m, test)] + [""]
+    lines += ["## Summary", "", "| metric | value |", "| --- | ---: |"]
+    lines += [f"| {name} | {format_value(key.split('.')[-1], get_value(test, key))} |"
+              for key, name, _ in SUMMARY if get_value(test, key) is not None]
+    lines += ["", "## Auto-labelling thresholds (one threshold for all classes)", "",
+              "| target precision | threshold | auto-labelled | share | precision | 95 % lower bound | recall |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in test["thresholds"]["overall"]:
+        if r["reachable"]:
+            lines.append(f"| {format_value('target_precision', r['target_precision'])} | "
+                         f"{format_value('threshold', r['threshold'])} | {r['n_auto_labelled']} | "
+                         f"{format_value('share', r['share_auto_labelled'])} | {format_value('p', r['precision'])} | "
+                         f"{format_value('p', r['precision_lower_95'])} | {format_value('r', r['recall'])} |")
+        else:
+            lines.append(f"| {format_value('target_precision', r['target_precision'])} | {r['note']} ||||||")
+    lines += ["", "Per-class thresholds: thresholds.csv.", "", "## Per class", "",
+              "| class | images | predicted | precision | recall | F1 | AP |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in test["per_class"]:
+        lines.append(f"| {r['class']} | {r['support']} | {r['n_predicted']} | {format_value('p', r['precision'])} | "
+                     f"{format_value('r', r['recall'])} | {format_value('f', r['f1'])} | "
+                     f"{format_value('ap', r['average_precision'])} |")
+    for column, rows in test["groups"].items():
+        lines += ["", f"## By {column}", "", f"| {column} | images | accuracy | macro-F1 | mAP |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['group']} | {r['n_images']} | {format_value('a', r['accuracy'])} | "
+                  f"{format_value('f', r['macro_f1'])} | {format_value('m', r['mAP'])} |" for r in rows]
+    summary = config_summary(context.config)
+    if summary:
+        lines += ["", "## Model and training", ""] + [f"- {key}: {value}" for key, value in summary]
+    lines += ["", "## Plots", ""]
+    files = m.get("files", {})
+    for role in context.images:
+        if f"plot_{role}" in files:
+            lines += [f"![{role.replace('_', ' ')}]({files[f'plot_{role}']})", ""]
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Rendering the report: one self-contained HTML page (no network) and a Markdown twin.
+"""Rendering the report as one self-contained HTML page (no network, no script).
 
 Every number in ``metrics.json["test"]`` appears on the page, formatted by :func:`format_value`,
 so the page can be cited without opening the JSON. Images are embedded as base64 PNG ``data:``
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 import pandas as pd
+
+from ecoclassify.report import config_summary
 
 # What each summary metric means, in words an ecologist can put in a methods section.
 SUMMARY = [
@@ -119,7 +121,8 @@ def format_value(key: str, value: Any) -> str:
     return str(value)
 
 
-def _get(block: dict[str, Any], dotted: str) -> Any:
+def get_value(block: dict[str, Any], dotted: str) -> Any:
+    """``block["a"]["b"]`` for ``"a.b"``; ``None`` when a key is missing."""
     value: Any = block
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -173,7 +176,7 @@ def render_html(context: ReportContext) -> str:
     nav = "".join(f'<a href="#{anchor}">{_e(name)}</a>' for anchor, name, _ in sections)
     body = "".join(f'<section id="{anchor}"><h2>{_e(name)}</h2>{content}</section>' for anchor, name, content in sections)
     subtitle = (f"{'Test split of the training run' if m['kind'] == 'training' else 'Evaluation on a labelled set'}"
-                f" · {test['n_images']} images · {len(test['classes'])} classes · created {m['created']}")
+                f" · {test['n_images']} images · {len(test['classes'])} classes · created {m['created'].replace('T', ' ')}")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -185,7 +188,8 @@ def render_html(context: ReportContext) -> str:
     )
 
 
-def _notes(m: dict[str, Any], test: dict[str, Any]) -> list[str]:
+def report_notes(m: dict[str, Any], test: dict[str, Any]) -> list[str]:
+    """The "worth knowing" sentences shown at the top of the HTML and Markdown reports."""
     notes = list(m.get("notes", []))
     if test["map_excluded_classes"]:
         notes.append("mAP leaves out classes with no image in this set or that the model cannot predict: "
@@ -196,7 +200,7 @@ def _notes(m: dict[str, Any], test: dict[str, Any]) -> list[str]:
     unreadable = m.get("unreadable", {})
     if unreadable.get("n_images"):
         reasons = ", ".join(f"{n} {r}" for r, n in unreadable["by_reason"].items())
-        notes.append(f"{unreadable['n_images']} unreadable image(s) were left out ({reasons}); see the Data section.")
+        notes.append(f"{unreadable['n_images']} unreadable image(s) were left out ({reasons}); they are listed in excluded.csv.")
     if test["n_images"] < 100:
         notes.append(f"Only {test['n_images']} images were evaluated: every number here is uncertain by several "
                      "percentage points. Use the 95 % lower bounds in the auto-labelling tables.")
@@ -214,17 +218,17 @@ def _summary(m: dict[str, Any], test: dict[str, Any]) -> str:
     labels = {key: (name, text) for key, name, text in SUMMARY}
     cards = []
     for key in CARDS:
-        value = _get(test, key)
+        value = get_value(test, key)
         if value is None:
             continue
         name, text = labels[key]
         cards.append(f'<div class="card"><div class="v">{_e(format_value(key, value))}</div>'
                      f'<div class="k">{_e(name)}</div><div class="d">{_e(text)}</div></div>')
-    rows = [[f"<td>{_e(name)}</td>", _cell(key.split(".")[-1], _get(test, key), bar=key != "log_loss"),
+    rows = [[f"<td>{_e(name)}</td>", _cell(key.split(".")[-1], get_value(test, key), bar=key != "log_loss"),
              f'<td class="muted">{_e(text)}</td>']
-            for key, name, text in SUMMARY if _get(test, key) is not None or "top_k" not in key]
+            for key, name, text in SUMMARY if get_value(test, key) is not None or "top_k" not in key]
     return (f'<p class="lead">How well the model labels the {test["n_images"]} images of this set.</p>'
-            + _note_box(_notes(m, test)) + '<div class="cards">' + "".join(cards) + "</div>"
+            + _note_box(report_notes(m, test)) + '<div class="cards">' + "".join(cards) + "</div>"
             + "<h3>All summary metrics</h3>"
             + _table([("metric", False), ("value", True), ("meaning", False)], rows))
 
@@ -383,38 +387,6 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def config_summary(config: Any) -> list[tuple[str, str]]:
-    """``(setting, value)`` pairs describing a run's config in a few lines."""
-    if config is None:
-        return []
-    data, model, training, aug = config.data, config.model, config.training, config.augmentation
-    split = data.split
-    split_text = f"{split.method}" + (f" by {split.group_by}" if split.group_by else "")
-    if split.method != "predefined":
-        split_text += f" (val {split.val:g}, test {split.test:g})"
-    active = [f"{k} {getattr(aug, k):g}" for k in ("rotation", "zoom", "translation", "contrast", "brightness", "crop")
-              if getattr(aug, k) > 0]
-    stages = "; ".join(
-        f"{s.name or i}: {s.epochs} epoch(s), {s.optimizer} lr {s.learning_rate:g}, trainable "
-        f"{s.trainable if isinstance(s.trainable, str) else s.trainable.model_dump()}"
-        for i, s in enumerate(training.stages or [], start=1))
-    rows = [
-        ("experiment", f"{config.experiment.name} (seed {config.experiment.seed})"),
-        ("data", f"{data.source}: {data.labels or data.root or 'built-in demo'}"),
-        ("image size", f"{data.image_size[0]} × {data.image_size[1]} px"),
-        ("split", split_text),
-        ("backbone", f"{model.backbone}, weights {model.weights}"),
-        ("head", f"{model.head.pooling} pooling, dense {model.head.dense}, dropout {model.head.dropout:g}"),
-        ("augmentation", (f"flip {aug.flip}" + (", " + ", ".join(active) if active else ""))
-         if aug.active else "none"),
-        ("training", f"batch {training.batch_size}, class weight {training.class_weight}, monitor {training.monitor}"),
-        ("stages", stages),
-    ]
-    if config.provenance:
-        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in config.provenance.items() if k != "created")))
-    return rows
-
-
 def _model(m: dict[str, Any], context: ReportContext) -> str:
     parts = []
     facts = [(label, m[key]) for key, label in (("epochs", "epochs trained"), ("monitor", "monitored metric"),
@@ -444,40 +416,3 @@ def _glossary(m: dict[str, Any]) -> str:
         "<dt>95 % lower bound</dt><dd>Wilson interval: with few auto-labelled images, the true precision may be "
         "this low.</dd>")
     return f'<dl class="glossary">{items}{extra}</dl>'
-
-
-def render_markdown(context: ReportContext) -> str:
-    """A short Markdown version of the report, images linked from the same folder."""
-    m, test = context.metrics, context.metrics["test"]
-    lines = [f"# {m['title']}", "", f"{test['n_images']} images, {len(test['classes'])} classes; "
-             f"created {m['created']}. Full report: report.html; all numbers: metrics.json.", ""]
-    lines += [f"> {note}" for note in _notes(m, test)] + [""]
-    lines += ["## Summary", "", "| metric | value |", "| --- | ---: |"]
-    lines += [f"| {name} | {format_value(key.split('.')[-1], _get(test, key))} |"
-              for key, name, _ in SUMMARY if _get(test, key) is not None]
-    lines += ["", "## Auto-labelling thresholds (one threshold for all classes)", "",
-              "| target precision | threshold | auto-labelled | share | precision | 95 % lower bound | recall |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in test["thresholds"]["overall"]:
-        if r["reachable"]:
-            lines.append(f"| {format_value('target_precision', r['target_precision'])} | "
-                         f"{format_value('threshold', r['threshold'])} | {r['n_auto_labelled']} | "
-                         f"{format_value('share', r['share_auto_labelled'])} | {format_value('p', r['precision'])} | "
-                         f"{format_value('p', r['precision_lower_95'])} | {format_value('r', r['recall'])} |")
-        else:
-            lines.append(f"| {format_value('target_precision', r['target_precision'])} | {r['note']} ||||||")
-    lines += ["", "Per-class thresholds: thresholds.csv.", "", "## Per class", "",
-              "| class | images | predicted | precision | recall | F1 | AP |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in test["per_class"]:
-        lines.append(f"| {r['class']} | {r['support']} | {r['n_predicted']} | {format_value('p', r['precision'])} | "
-                     f"{format_value('r', r['recall'])} | {format_value('f', r['f1'])} | "
-                     f"{format_value('ap', r['average_precision'])} |")
-    for column, rows in test["groups"].items():
-        lines += ["", f"## By {column}", "", f"| {column} | images | accuracy | macro-F1 | mAP |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {r['group']} | {r['n_images']} | {format_value('a', r['accuracy'])} | "
-                  f"{format_value('f', r['macro_f1'])} | {format_value('m', r['mAP'])} |" for r in rows]
-    lines += ["", "## Plots", ""]
-    files = m.get("files", {})
-    lines += [f"![{role.replace('_', ' ')}]({files[role]})" for role in context.images if role in files]
-    return "\n".join(lines) + "\n"
