@@ -112,16 +112,20 @@ def headline_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence
     y_pred = proba.argmax(axis=1)
     labels = list(range(len(classes)))
     mean_ap, missing = mean_average_precision(y_true, proba, classes)
-    return {
-        "n_images": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        # Macro over the classes present in y_true or y_pred, as scikit-learn defines it.
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "mAP": mean_ap,
-        "map_excluded_classes": missing,
-    }
+    with warnings.catch_warnings():
+        # Small sets (one site, one class) trip these; the results are still the defined ones.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
+        return {
+            "n_images": int(len(y_true)),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            # Macro over the classes present in y_true or y_pred, as scikit-learn defines it.
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+            "mAP": mean_ap,
+            "map_excluded_classes": missing,
+        }
 
 
 def summary_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[str],
@@ -149,8 +153,10 @@ def summary_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[
     mean_ap, missing = mean_average_precision(y_true, proba, classes, exclude=not_predicted)
     result.update(mAP=mean_ap, map_excluded_classes=missing)
     for average in ("macro", "weighted"):
-        precision, recall, _, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=None if average == "macro" else labels, average=average, zero_division=0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="A single label was found")
+            precision, recall, _, _ = precision_recall_fscore_support(
+                y_true, y_pred, labels=None if average == "macro" else labels, average=average, zero_division=0)
         result[f"{average}_precision"] = float(precision)
         result[f"{average}_recall"] = float(recall)
     with warnings.catch_warnings():

@@ -89,10 +89,10 @@ class TrainingConfig(Section):
     distribution: Literal["none", "mirrored", "multi_worker"] = "none"
     devices: Optional[list[str]] = Field(None, min_length=1)
 
-    @field_validator("cache_features", mode="before")
+    @field_validator("cache_features", "jit_compile", mode="before")
     @classmethod
-    def _cache_choice(cls, value: Any) -> Any:
-        if value in ("auto", True, False):
+    def _auto_or_bool(cls, value: Any) -> Any:
+        if value == "auto" or isinstance(value, bool):
             return value
         raise ValueError(f"must be one of: auto, true, false. Received: {value!r}")
 
@@ -109,13 +109,6 @@ class TrainingConfig(Section):
         raise ValueError(
             "must be one of: none, balanced, or a mapping {class: positive weight}. " f"Received: {value!r}"
         )
-
-    @field_validator("jit_compile", mode="before")
-    @classmethod
-    def _jit_choice(cls, value: Any) -> Any:
-        if value in ("auto", True, False):
-            return value
-        raise ValueError(f"must be one of: auto, true, false. Received: {value!r}")
 
     @field_validator("monitor")
     @classmethod
