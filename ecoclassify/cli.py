@@ -6,6 +6,7 @@ config errors, 1 for data and runtime errors); ``--debug`` shows the traceback i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -131,6 +132,22 @@ def backbones(params: bool) -> None:
 
     quiet_tensorflow()
     click.echo(backbone_table(with_params=params).to_string(index=False))
+
+
+@main.command()
+@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Registered backbone name.")
+@click.option("--image-size", type=click.IntRange(8, 2048), help="Model input side (default: the backbone's).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--images", type=click.IntRange(8, 100_000), default=128, show_default=True,
+              help="Generated 3 MP JPEGs labelled end to end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def benchmark(backbone: str, image_size: int | None, batch_size: int, images: int, as_json: bool) -> None:
+    """Measure model, decoder and end-to-end labelling speed on this machine (random weights)."""
+    quiet_tensorflow()
+    from ecoclassify.benchmark import benchmark as run_benchmark, result_dict
+
+    result = run_benchmark(backbone, image_size, batch_size=batch_size, images=images)
+    click.echo(json.dumps(result_dict(result)) if as_json else result.format())
 
 
 if __name__ == "__main__":  # pragma: no cover
