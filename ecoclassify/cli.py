@@ -17,6 +17,7 @@ import click
 from ecoclassify import __version__
 from ecoclassify._tf import quiet_tensorflow
 from ecoclassify.errors import EcoclassifyError
+from ecoclassify.predict_cli import predict_command, sort_command
 
 CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 SET_OPTION = click.option(
@@ -37,7 +38,8 @@ class _Group(click.Group):
         except EcoclassifyError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            # An interruption is not an error: it says how to resume.
+            click.echo(str(exc) if exc.exit_code == 130 else f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -149,6 +151,9 @@ def benchmark(backbone: str, image_size: int | None, batch_size: int, images: in
     result = run_benchmark(backbone, image_size, batch_size=batch_size, images=images)
     click.echo(json.dumps(result_dict(result)) if as_json else result.format())
 
+
+main.add_command(predict_command)
+main.add_command(sort_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -17,9 +17,10 @@ from typing import Any
 
 import click
 
-from ecoclassify.data.images import DEFAULT_MAX_PIXELS
-from ecoclassify.predict_io import FORMATS
-from ecoclassify.sorting import MODES
+# Spelled out, not imported, so that `ecoclassify --help` does not load pandas and Pillow;
+# tests check they equal ecoclassify.predict_io.FORMATS and ecoclassify.sorting.MODES.
+FORMATS = ("csv", "json", "md-json")
+MODES = ("copy", "symlink", "move")
 
 
 class _RateProgress:
@@ -90,12 +91,12 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 @click.option("--sequence-gap", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Group images of one folder taken at most SECONDS apart into sequences, labelled together.")
 @click.option("--allow-truncated", is_flag=True, help="Classify the readable part of truncated files.")
-@click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(min=1),
-              help="Larger images fail as too_large (decompression bombs).")
+@click.option("--max-pixels", type=click.IntRange(min=1),
+              help="Larger images fail as too_large (decompression bombs).  [default: 120000000]")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: number of CPUs).")
 def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_size: int, top_k: int,
                     threshold: float | None, recursive: bool, fmt: str | None, checkpoint_every: int, resume: bool,
-                    overwrite: bool, sequence_gap: float | None, allow_truncated: bool, max_pixels: int,
+                    overwrite: bool, sequence_gap: float | None, allow_truncated: bool, max_pixels: int | None,
                     workers: int | None) -> None:
     """Label every image in INPUT (folders, image files, or text files listing paths) with MODEL.
 
@@ -108,12 +109,13 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
 
     if fmt is None:
         fmt = "json" if output.suffix.lower() == ".json" else "csv"
+    limits = {} if max_pixels is None else {"max_pixels": max_pixels}  # None: the library's default
     quiet_tensorflow()
     with _RateProgress("classifying", "img") as progress, _sigterm_as_ctrl_c():
         frame = predict(model, list(inputs), output=output, batch_size=batch_size, top_k=top_k, threshold=threshold,
                         recursive=recursive, fmt=fmt, checkpoint_every=checkpoint_every, resume=resume,
                         overwrite=overwrite, sequence_gap=sequence_gap, allow_truncated=allow_truncated,
-                        max_pixels=max_pixels, workers=workers, progress=progress)
+                        workers=workers, progress=progress, **limits)
     click.echo(format_summary(frame.attrs["summary"]))
 
 

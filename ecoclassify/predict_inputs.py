@@ -178,9 +178,11 @@ def _iter_list(list_file: Path, skip: SkipCallback) -> Iterator[WorkItem]:
         line_number = 0
         try:
             for line_number, line in enumerate(handle, start=1):  # noqa: B007 - used in the error
-                entry = line.strip()
-                if not entry or entry.startswith("#"):
+                entry = line.rstrip("\r\n")
+                if not entry.strip() or entry.lstrip().startswith("#"):
                     continue
+                if entry != entry.strip() and not (base / entry).exists():
+                    entry = entry.strip()  # stray spaces around a name, unless the name has them
                 item = _listed_item(base, entry)
                 relative_parts = Path(item.filepath).parts
                 if any(is_hidden(part) for part in relative_parts):

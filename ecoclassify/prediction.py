@@ -1,11 +1,10 @@
 """``ecoclassify predict``: label camera-trap folders in batches, robustly and resumably.
 
 Flow: inputs -> streamed work items (:mod:`ecoclassify.predict_inputs`) -> chunks of
-``batch_size`` files, decoded by a thread pool a few chunks ahead of the model (Pillow
-releases the GIL, so decoding overlaps inference and memory holds only those chunks) ->
-one row per file -> every ``checkpoint_every`` images a checkpoint part
-(:mod:`ecoclassify.predict_io`) -> labels, top-k and sequences from the probabilities -> the
-output file, written atomically.
+``batch_size`` files, decoded by a thread pool a few chunks ahead of the model
+(:mod:`ecoclassify.predict_runner`) -> one row per file -> every ``checkpoint_every`` images
+a checkpoint part (:mod:`ecoclassify.predict_checkpoint`) -> labels, top-k and sequences
+from the probabilities -> the output file, written atomically (:mod:`ecoclassify.predict_io`).
 
 Guarantees: one row per discovered image file, whatever happens to it; a file that cannot be
 read is ``failed`` with a reason and never gets a label; skipped files (hidden, videos, other
@@ -17,12 +16,9 @@ run produces exactly the rows of an uninterrupted one.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,29 +26,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecoclassify.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
+from ecoclassify.data.images import DEFAULT_MAX_PIXELS
 from ecoclassify.errors import ConfigError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
-from ecoclassify.predict_inputs import InputSpec, WorkItem, iter_work, resolve_inputs
-from ecoclassify.predict_io import (
-    FORMATS,
-    Checkpoint,
-    RawRow,
-    checkpoint_path,
-    file_sha256,
-    normalise_columns,
-    now_iso,
-    write_output,
-)
+from ecoclassify.predict_checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
+from ecoclassify.predict_inputs import InputSpec, iter_work, resolve_inputs
+from ecoclassify.predict_io import FORMATS, normalise_columns, now_iso, write_output
+from ecoclassify.predict_runner import Runner
 from ecoclassify.sequences import UNKNOWN, assign_sequences
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
-
-# Chunks decoded ahead of the one being classified: enough to keep the model busy, few enough
-# that memory stays at a handful of batches however many files there are.
-PREFETCH_CHUNKS = 2
 
 
 class PredictionInterrupted(RunError):
@@ -163,6 +148,8 @@ def predict(
     specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     output_path = Path(output) if output is not None else None
     _check_existing(output_path, resume, overwrite)
+    # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
+    total = sum(1 for _ in iter_work(specs, recursive))
     classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
     options = {"batch_size": batch_size, "top_k": min(top_k, len(classifier.classes)), "threshold": threshold,
                "recursive": recursive, "sequence_gap": sequence_gap, "allow_truncated": allow_truncated,
@@ -181,24 +168,28 @@ def predict(
             checkpoint.start()
 
     skipped: collections.Counter[str] = collections.Counter()
-    runner = _Runner(classifier, batch_size=batch_size, workers=workers or os.cpu_count() or 1,
-                     allow_truncated=allow_truncated, max_pixels=max_pixels, checkpoint=checkpoint,
-                     checkpoint_every=checkpoint_every, done=done, progress=progress)
+    runner = Runner(classifier, batch_size=batch_size, workers=workers or os.cpu_count() or 1,
+                    allow_truncated=allow_truncated, max_pixels=max_pixels, checkpoint=checkpoint,
+                    checkpoint_every=checkpoint_every, done=done, progress=progress)
+    runner.total = total
     try:
-        runner.total = sum(1 for _ in iter_work(specs, recursive))  # a listing pass, so progress has an ETA
         try:
             runner.run(iter_work(specs, recursive, on_skip=lambda path, reason: skipped.update([reason])))
         finally:
             runner.flush()  # Ctrl-C or a crash: keep what was done for --resume
         frame = build_frame(runner.rows, classifier.classes, options["top_k"], threshold)
         if sequence_gap is not None:
-            frame = assign_sequences(frame, classifier.classes, sequence_gap, threshold)
+            frame = normalise_columns(assign_sequences(frame, classifier.classes, sequence_gap, threshold))
         summary = _summarise(frame, skipped, runner, output_path)
         metadata = _metadata(classifier, specs, options, frame, summary, checkpoint)
         frame.attrs["summary"] = summary
         frame.attrs["metadata"] = metadata
         if output_path is not None:
-            write_output(frame, output_path, fmt, metadata)
+            try:
+                write_output(frame, output_path, fmt, metadata)
+            except OSError as exc:
+                raise RunError(f"cannot write {output_path}: {exc.strerror or exc}. Every result is kept in the "
+                               f"checkpoint {checkpoint.path}: fix that and run again with --resume.") from None
             checkpoint.remove()
     except KeyboardInterrupt:
         raise PredictionInterrupted(_interrupted_message(runner, checkpoint)) from None
@@ -271,108 +262,6 @@ def _fingerprint(classifier: LoadedClassifier, specs: list[InputSpec], options: 
     }
 
 
-class _Runner:
-    """Decodes chunks ahead in a thread pool, classifies them in order, checkpoints as it goes."""
-
-    def __init__(self, classifier: LoadedClassifier, *, batch_size: int, workers: int, allow_truncated: bool,
-                 max_pixels: int | None, checkpoint: Checkpoint | None, checkpoint_every: int,
-                 done: dict[tuple[str, str], RawRow], progress: ProgressCallback | None) -> None:
-        self.classifier = classifier
-        self.batch_size = batch_size
-        self.workers = workers
-        self.allow_truncated = allow_truncated
-        self.max_pixels = max_pixels
-        self.checkpoint = checkpoint
-        self.checkpoint_every = checkpoint_every
-        self.done = done
-        self.progress = progress
-        self.total = 0
-        self.rows: list[RawRow] = []
-        self.unsaved: list[RawRow] = []
-        self.processed = 0
-        self.reused = 0
-        self.seconds = 0.0
-
-    def run(self, items: Iterator[WorkItem]) -> None:
-        started = time.perf_counter()
-        if self.progress is not None:
-            self.progress(0, self.total)
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ecoclassify-decode")
-        try:
-            pending: collections.deque = collections.deque()
-            for chunk in _chunks(items, self.batch_size):
-                pending.append(self._start(chunk, pool))
-                while len(pending) > PREFETCH_CHUNKS:
-                    self._finish(*pending.popleft())
-            while pending:
-                self._finish(*pending.popleft())
-        finally:
-            # On Ctrl-C, drop the queued decodes instead of waiting for them.
-            pool.shutdown(wait=True, cancel_futures=True)
-            self.seconds = time.perf_counter() - started
-
-    def _start(self, chunk: list[WorkItem], pool: ThreadPoolExecutor) -> tuple[list[WorkItem], list[Future] | None]:
-        # A chunk is re-used only when all its files were classified: recomputing partly done
-        # chunks whole keeps every batch as in an uninterrupted run, so the numbers match exactly.
-        previous = [self.done.get((item.root, item.filepath)) for item in chunk]
-        if all(row is not None and row.status == "ok" for row in previous):
-            return chunk, None
-        size = self.classifier.image_size
-        futures = [pool.submit(_decode, item, size, self.max_pixels, self.allow_truncated) for item in chunk]
-        return chunk, futures
-
-    def _finish(self, chunk: list[WorkItem], futures: list[Future] | None) -> None:
-        if futures is None:
-            self.rows.extend(self.done[(item.root, item.filepath)] for item in chunk)
-            self.reused += len(chunk)
-        else:
-            results = [future.result() for future in futures]
-            arrays = [array for _, array in results if array is not None]
-            probs = self._classify(arrays) if arrays else None
-            position = 0
-            for row, array in results:
-                if array is not None:
-                    row = row._replace(probs=probs[position])
-                    position += 1
-                self.rows.append(row)
-                self.unsaved.append(row)
-            self.processed += len(chunk)
-            if len(self.unsaved) >= self.checkpoint_every:
-                self.flush()
-        if self.progress is not None:
-            self.progress(len(chunk), self.total)
-
-    def _classify(self, arrays: list[np.ndarray]) -> np.ndarray:
-        height, width = self.classifier.image_size
-        # Always a full batch: one traced shape, and each image's numbers do not depend on how
-        # many others happened to be read with it.
-        batch = np.zeros((self.batch_size, height, width, 3), dtype=np.uint8)
-        batch[: len(arrays)] = np.stack(arrays)
-        probs = np.asarray(self.classifier.model.predict_on_batch(batch), dtype=np.float32)
-        return probs[: len(arrays)].copy()
-
-    def flush(self) -> None:
-        """Saves the rows not yet in the checkpoint."""
-        if self.checkpoint is not None and self.unsaved:
-            self.checkpoint.append(self.unsaved)
-        self.unsaved = []
-
-
-def _chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
-
-
-def _decode(item: WorkItem, size: tuple[int, int], max_pixels: int | None,
-            allow_truncated: bool) -> tuple[RawRow, np.ndarray | None]:
-    try:
-        loaded = load_rgb(item.path, size=size, max_pixels=max_pixels, allow_truncated=allow_truncated)
-    except ImageReadError as exc:
-        return RawRow(item.root, item.filepath, "failed", exc.reason, exc.detail, None, None, None, None), None
-    when = loaded.datetime.isoformat(sep=" ") if loaded.datetime else None
-    return RawRow(item.root, item.filepath, "ok", None, None, when, loaded.width, loaded.height, None), loaded.array
-
-
 def build_frame(rows: list[RawRow], classes: list[str], top_k: int, threshold: float | None) -> pd.DataFrame:
     """The output table from raw rows: labels, top-k and probabilities, sorted by root and filepath.
 
@@ -415,7 +304,7 @@ def build_frame(rows: list[RawRow], classes: list[str], top_k: int, threshold: f
     return normalise_columns(pd.DataFrame(columns))
 
 
-def _summarise(frame: pd.DataFrame, skipped: collections.Counter, runner: _Runner,
+def _summarise(frame: pd.DataFrame, skipped: collections.Counter, runner: Runner,
                output: Path | None) -> PredictionSummary:
     failed = frame[frame["status"] != "ok"]
     return PredictionSummary(
@@ -455,7 +344,7 @@ def _metadata(classifier: LoadedClassifier, specs: list[InputSpec], options: dic
     return metadata
 
 
-def _interrupted_message(runner: _Runner, checkpoint: Checkpoint | None) -> str:
+def _interrupted_message(runner: Runner, checkpoint: Checkpoint | None) -> str:
     done = len(runner.rows)
     if checkpoint is None:
         return f"Interrupted after {done} of {runner.total} images; nothing was saved (no output file was given)."

@@ -33,6 +33,17 @@ STATE_FILE = "state.json"
 BACKUP_DIR = "backup"
 
 
+def _read_umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# Read once, at import: os.umask can only be read by setting it, and that is process-wide
+# (decoding threads may be creating files meanwhile).
+_UMASK = _read_umask()
+
+
 def new_run_dir(output_dir: Path, name: str, now: Optional[datetime] = None) -> Path:
     """Create and return a fresh ``output_dir/<name>-<timestamp>`` folder (never an existing one)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
@@ -56,6 +67,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp creates owner-only files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -25,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from ecoclassify.errors import ConfigError, DataError, RunError
-from ecoclassify.predict_io import read_predictions, write_atomically
+from ecoclassify.predict_io import read_predictions
+from ecoclassify.run import atomic_write
 from ecoclassify.sequences import UNKNOWN
 
 MODES = ("copy", "symlink", "move")
@@ -35,6 +36,12 @@ MANIFEST_COLUMNS = ("source", "destination", "dest", "folder", "mode", "status",
 _UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 
 ProgressCallback = Callable[[int, int], None]
+
+
+class SortInterrupted(RunError):
+    """Sorting stopped by Ctrl-C; the manifest records what was done, for ``--undo``."""
+
+    exit_code = 130
 
 
 def sort(
@@ -71,6 +78,7 @@ def sort(
         ConfigError: An option is invalid.
         DataError: The predictions file cannot be read or lacks the needed columns.
         RunError: The manifest cannot be written where asked.
+        SortInterrupted: Ctrl-C; the manifest is saved (exit code 130).
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of: {', '.join(MODES)}. Received: mode={mode!r}")
@@ -93,11 +101,16 @@ def sort(
                        "undone). Give another --manifest path.")
     _write_manifest(manifest_path, plan)  # first, so even a killed sort can be undone
     statuses, details = list(plan["status"]), list(plan["detail"])
+    done = 0
     try:
         for i, row in enumerate(plan.itertuples(index=False)):
             statuses[i], details[i] = _execute(Path(row.source), Path(row.destination), mode)
+            done += 1
             if progress is not None:
                 progress(1, len(plan))
+    except KeyboardInterrupt:
+        raise SortInterrupted(f"Interrupted after {done} of {len(plan)} files. The manifest {manifest_path} records "
+                              f"them: undo with `ecoclassify sort --undo {manifest_path}`.") from None
     finally:
         plan["status"], plan["detail"] = statuses, details
         _write_manifest(manifest_path, plan)
@@ -160,7 +173,7 @@ def _new_manifest_path(dest: Path) -> Path:
 
 def _write_manifest(path: Path, plan: pd.DataFrame) -> None:
     try:
-        write_atomically(path, lambda tmp: plan.to_csv(tmp, index=False))
+        atomic_write(path, lambda tmp: plan.to_csv(tmp, index=False))
     except OSError as exc:
         raise RunError(f"cannot write the sort manifest {path}: {exc.strerror or exc}") from None
 
@@ -244,7 +257,7 @@ def undo_sort(manifest: str | os.PathLike) -> pd.DataFrame:
     folders = {(Path(row.destination).parent, Path(row.dest)) for row in plan.itertuples(index=False)}
     for folder, dest in sorted(folders, key=lambda pair: len(pair[0].parts), reverse=True):
         _remove_empty_folders(folder, stop=dest)
-    write_atomically(manifest, lambda tmp: plan.to_csv(tmp, index=False))
+    atomic_write(manifest, lambda tmp: plan.to_csv(tmp, index=False))
     return plan
 
 

@@ -1,6 +1,6 @@
 """Helpers shared by the predict, sort and sequence tests: a tiny trained model and odd image files.
 
-Not a test module (no ``test_`` prefix); imported by ``test_predict.py`` and ``test_sort.py``.
+Not a test module (no ``test_`` prefix); imported by ``test_predict.py``, ``test_sort.py`` and ``test_sequences.py``.
 """
 
 from __future__ import annotations
@@ -104,3 +104,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
     """Runs ``ecoclassify ARGS`` in a fresh Python process."""
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+_CACHE: dict[str, Path] = {}
+
+
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny model, trained once per test session whichever module asks first."""
+    if "model" not in _CACHE:
+        _CACHE["model"] = train_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    return _CACHE["model"]

@@ -1,0 +1,143 @@
+"""The decoding and classification loop of ``ecoclassify predict``.
+
+Chunks of ``batch_size`` files are decoded by a thread pool a few chunks ahead of the one
+being classified: Pillow releases the GIL, so decoding overlaps the model, and memory holds
+only those chunks however many files there are. Rows are handed to the checkpoint every
+``checkpoint_every`` images.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from ecoclassify.data.images import ImageReadError, load_rgb
+from ecoclassify.models.io import LoadedClassifier
+from ecoclassify.predict_checkpoint import Checkpoint, RawRow
+from ecoclassify.predict_inputs import WorkItem
+
+ProgressCallback = Callable[[int, int], None]
+
+# Chunks decoded ahead of the one being classified: enough to keep the model busy, few enough
+# that memory stays at a handful of batches however many files there are.
+PREFETCH_CHUNKS = 2
+
+
+class Runner:
+    """Decodes chunks ahead in a thread pool, classifies them in order, checkpoints as it goes.
+
+    Attributes:
+        rows: Every row so far (re-used and new), in processing order.
+        processed: Files decoded by this runner; ``reused`` came from the checkpoint.
+        total: Files expected (for progress); set by the caller after its listing pass.
+        seconds: Wall time of :meth:`run`.
+    """
+
+    def __init__(self, classifier: LoadedClassifier, *, batch_size: int, workers: int, allow_truncated: bool,
+                 max_pixels: int | None, checkpoint: Checkpoint | None, checkpoint_every: int,
+                 done: dict[tuple[str, str], RawRow], progress: ProgressCallback | None) -> None:
+        self.classifier = classifier
+        self.batch_size = batch_size
+        self.workers = workers
+        self.allow_truncated = allow_truncated
+        self.max_pixels = max_pixels
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.done = done
+        self.progress = progress
+        self.total = 0
+        self.rows: list[RawRow] = []
+        self.unsaved: list[RawRow] = []
+        self.processed = 0
+        self.reused = 0
+        self.seconds = 0.0
+
+    def run(self, items: Iterator[WorkItem]) -> None:
+        """Classifies ``items`` in chunks, appending to :attr:`rows`; chunks the checkpoint holds are re-used."""
+        started = time.perf_counter()
+        if self.progress is not None:
+            self.progress(0, self.total)
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ecoclassify-decode")
+        try:
+            pending: collections.deque = collections.deque()
+            for chunk in _chunks(items, self.batch_size):
+                pending.append(self._start(chunk, pool))
+                while len(pending) > PREFETCH_CHUNKS:
+                    self._finish(*pending.popleft())
+            while pending:
+                self._finish(*pending.popleft())
+        except BaseException:
+            # Ctrl-C or a crash: drop queued decodes and do not wait for running ones, so the
+            # checkpoint is saved at once even when a read hangs (a dead network mount).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        else:
+            pool.shutdown(wait=True)
+        finally:
+            self.seconds = time.perf_counter() - started
+
+    def _start(self, chunk: list[WorkItem], pool: ThreadPoolExecutor) -> tuple[list[WorkItem], list[Future] | None]:
+        # A chunk is re-used only when all its files were classified: recomputing partly done
+        # chunks whole keeps every batch as in an uninterrupted run, so the numbers match exactly.
+        previous = [self.done.get((item.root, item.filepath)) for item in chunk]
+        if all(row is not None and row.status == "ok" for row in previous):
+            return chunk, None
+        size = self.classifier.image_size
+        futures = [pool.submit(_decode, item, size, self.max_pixels, self.allow_truncated) for item in chunk]
+        return chunk, futures
+
+    def _finish(self, chunk: list[WorkItem], futures: list[Future] | None) -> None:
+        if futures is None:
+            self.rows.extend(self.done[(item.root, item.filepath)] for item in chunk)
+            self.reused += len(chunk)
+        else:
+            results = [future.result() for future in futures]
+            arrays = [array for _, array in results if array is not None]
+            probs = self._classify(arrays) if arrays else None
+            position = 0
+            for row, array in results:
+                if array is not None:
+                    row = row._replace(probs=probs[position])
+                    position += 1
+                self.rows.append(row)
+                self.unsaved.append(row)
+            self.processed += len(chunk)
+            if len(self.unsaved) >= self.checkpoint_every:
+                self.flush()
+        if self.progress is not None:
+            self.progress(len(chunk), self.total)
+
+    def _classify(self, arrays: list[np.ndarray]) -> np.ndarray:
+        height, width = self.classifier.image_size
+        # Always a full batch: one traced shape, and each image's numbers do not depend on how
+        # many others happened to be read with it.
+        batch = np.zeros((self.batch_size, height, width, 3), dtype=np.uint8)
+        batch[: len(arrays)] = np.stack(arrays)
+        probs = np.asarray(self.classifier.model.predict_on_batch(batch), dtype=np.float32)
+        return probs[: len(arrays)].copy()
+
+    def flush(self) -> None:
+        """Saves the rows not yet in the checkpoint."""
+        if self.checkpoint is not None and self.unsaved:
+            self.checkpoint.append(self.unsaved)
+        self.unsaved = []
+
+
+def _chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _decode(item: WorkItem, size: tuple[int, int], max_pixels: int | None,
+            allow_truncated: bool) -> tuple[RawRow, np.ndarray | None]:
+    try:
+        loaded = load_rgb(item.path, size=size, max_pixels=max_pixels, allow_truncated=allow_truncated)
+    except ImageReadError as exc:
+        return RawRow(item.root, item.filepath, "failed", exc.reason, exc.detail, None, None, None, None), None
+    when = loaded.datetime.isoformat(sep=" ") if loaded.datetime else None
+    return RawRow(item.root, item.filepath, "ok", None, None, when, loaded.width, loaded.height, None), loaded.array
