@@ -140,9 +140,9 @@ def benchmark(
 
         decode = len(sample) * _timed(decode_all)
         classifier = load_classifier(run_dir)  # loaded once: the timing is about images, not start-up
-        predict(classifier, frames[:batch_size], batch_size=batch_size, workers=workers)  # warm-up: tracing
+        predict(classifier, frames[:batch_size], batch_size=batch_size, threads=workers)  # warm-up: tracing
         start = time.perf_counter()
-        predict(classifier, Path(tmp) / "frames", batch_size=batch_size, workers=workers)
+        predict(classifier, Path(tmp) / "frames", batch_size=batch_size, threads=workers)
         end_to_end = len(frames) / (time.perf_counter() - start)
     return BenchmarkResult(backbone, size, batch_size, workers, forward, decode, end_to_end)
 

@@ -18,9 +18,11 @@ from typing import Any
 import click
 
 # Spelled out, not imported, so that `ecoclassify --help` does not load pandas and Pillow;
-# tests check they equal ecoclassify.predict_io.FORMATS and ecoclassify.sorting.MODES.
+# tests check they equal ecoclassify.predict_io.FORMATS, ecoclassify.sorting.MODES and
+# ecoclassify.prediction.ENGINES.
 FORMATS = ("csv", "json", "md-json")
 MODES = ("copy", "symlink", "move")
+ENGINES = ("local", "dask")
 
 
 class _RateProgress:
@@ -93,11 +95,16 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 @click.option("--allow-truncated", is_flag=True, help="Classify the readable part of truncated files.")
 @click.option("--max-pixels", type=click.IntRange(min=1),
               help="Larger images fail as too_large (decompression bombs).  [default: 120000000]")
-@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: number of CPUs).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Decoding threads (per Dask worker with --engine dask; default: number of CPUs).")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: threads in this process; dask: chunks on Dask workers (pip install 'ecoclassify[dask]').")
+@click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running Dask scheduler (else a LocalCluster).")
+@click.option("--workers", type=click.IntRange(min=1), help="With --engine dask: LocalCluster worker processes.")
 def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_size: int, top_k: int,
                     threshold: float | None, recursive: bool, fmt: str | None, checkpoint_every: int, resume: bool,
                     overwrite: bool, sequence_gap: float | None, allow_truncated: bool, max_pixels: int | None,
-                    workers: int | None) -> None:
+                    threads: int | None, engine: str, scheduler: str | None, workers: int | None) -> None:
     """Label every image in INPUT (folders, image files, or text files listing paths) with MODEL.
 
     MODEL is a run folder or a .keras file with labels.json beside it. Writes one row per image
@@ -115,7 +122,8 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
         frame = predict(model, list(inputs), output=output, batch_size=batch_size, top_k=top_k, threshold=threshold,
                         recursive=recursive, fmt=fmt, checkpoint_every=checkpoint_every, resume=resume,
                         overwrite=overwrite, sequence_gap=sequence_gap, allow_truncated=allow_truncated,
-                        workers=workers, progress=progress, **limits)
+                        threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
+                        progress=progress, **limits)
     click.echo(format_summary(frame.attrs["summary"]))
 
 

@@ -65,7 +65,7 @@ class Runner:
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ecoclassify-decode")
         try:
             pending: collections.deque = collections.deque()
-            for chunk in _chunks(items, self.batch_size):
+            for chunk in chunks(items, self.batch_size):
                 pending.append(self._start(chunk, pool))
                 while len(pending) > PREFETCH_CHUNKS:
                     self._finish(*pending.popleft())
@@ -84,11 +84,10 @@ class Runner:
     def _start(self, chunk: list[WorkItem], pool: ThreadPoolExecutor) -> tuple[list[WorkItem], list[Future] | None]:
         # A chunk is re-used only when all its files were classified: recomputing partly done
         # chunks whole keeps every batch as in an uninterrupted run, so the numbers match exactly.
-        previous = [self.done.get((item.root, item.filepath)) for item in chunk]
-        if all(row is not None and row.status == "ok" for row in previous):
+        if self.reusable(chunk) is not None:
             return chunk, None
         size = self.classifier.image_size
-        futures = [pool.submit(_decode, item, size, self.max_pixels, self.allow_truncated) for item in chunk]
+        futures = [pool.submit(decode, item, size, self.max_pixels, self.allow_truncated) for item in chunk]
         return chunk, futures
 
     def _finish(self, chunk: list[WorkItem], futures: list[Future] | None) -> None:
@@ -97,29 +96,22 @@ class Runner:
             self.reused += len(chunk)
         else:
             results = [future.result() for future in futures]
-            arrays = [array for _, array in results if array is not None]
-            probs = self._classify(arrays) if arrays else None
-            position = 0
-            for row, array in results:
-                if array is not None:
-                    row = row._replace(probs=probs[position])
-                    position += 1
-                self.rows.append(row)
-                self.unsaved.append(row)
-            self.processed += len(chunk)
-            if len(self.unsaved) >= self.checkpoint_every:
-                self.flush()
+            self.add(classify_decoded(self.classifier, results, self.batch_size))
         if self.progress is not None:
             self.progress(len(chunk), self.total)
 
-    def _classify(self, arrays: list[np.ndarray]) -> np.ndarray:
-        height, width = self.classifier.image_size
-        # Always a full batch: one traced shape, and each image's numbers do not depend on how
-        # many others happened to be read with it.
-        batch = np.zeros((self.batch_size, height, width, 3), dtype=np.uint8)
-        batch[: len(arrays)] = np.stack(arrays)
-        probs = np.asarray(self.classifier.model.predict_on_batch(batch), dtype=np.float32)
-        return probs[: len(arrays)].copy()
+    def add(self, rows: list[RawRow]) -> None:
+        """Records newly classified rows and saves a checkpoint when enough have gathered."""
+        self.rows.extend(rows)
+        self.unsaved.extend(rows)
+        self.processed += len(rows)
+        if len(self.unsaved) >= self.checkpoint_every:
+            self.flush()
+
+    def reusable(self, chunk: list[WorkItem]) -> list[RawRow] | None:
+        """The checkpoint's rows for ``chunk`` when every file in it was classified, else None."""
+        previous = [self.done.get((item.root, item.filepath)) for item in chunk]
+        return previous if all(row is not None and row.status == "ok" for row in previous) else None
 
     def flush(self) -> None:
         """Saves the rows not yet in the checkpoint."""
@@ -128,12 +120,37 @@ class Runner:
         self.unsaved = []
 
 
-def _chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
+def classify_decoded(classifier: LoadedClassifier, results: list[tuple[RawRow, np.ndarray | None]],
+                     batch_size: int) -> list[RawRow]:
+    """Classify one batch of decoded files; failed ones keep their row without probabilities.
+
+    The batch is always padded to ``batch_size``: one traced shape, and each image's numbers
+    do not depend on how many others happened to be read with it (so a resumed or distributed
+    run gives exactly the numbers of a plain one).
+    """
+    arrays = [array for _, array in results if array is not None]
+    if not arrays:
+        return [row for row, _ in results]
+    height, width = classifier.image_size
+    batch = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
+    batch[: len(arrays)] = np.stack(arrays)
+    probs = np.asarray(classifier.model.predict_on_batch(batch), dtype=np.float32)[: len(arrays)].copy()
+    rows, position = [], 0
+    for row, array in results:
+        if array is not None:
+            row = row._replace(probs=probs[position])
+            position += 1
+        rows.append(row)
+    return rows
+
+
+def chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
     while chunk := list(itertools.islice(items, size)):
         yield chunk
 
 
-def _decode(item: WorkItem, size: tuple[int, int], max_pixels: int | None,
+def decode(item: WorkItem, size: tuple[int, int], max_pixels: int | None,
             allow_truncated: bool) -> tuple[RawRow, np.ndarray | None]:
     try:
         loaded = load_rgb(item.path, size=size, max_pixels=max_pixels, allow_truncated=allow_truncated)

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
 
 
+#: Where the labelling runs: threads in this process, or chunks on Dask workers.
+ENGINES = ("local", "dask")
+
 class PredictionInterrupted(RunError):
     """Prediction stopped by Ctrl-C; the checkpoint holds the work done so far."""
 
@@ -102,7 +105,10 @@ def predict(
     sequence_gap: float | None = None,
     allow_truncated: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    workers: int | None = None,
+    threads: int | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
+    dask_workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Classify every image under ``inputs`` and return (and optionally write) one row per file.
@@ -125,7 +131,13 @@ def predict(
         sequence_gap: Seconds; group images into sequences (see :mod:`ecoclassify.sequences`).
         allow_truncated: Classify the readable part of truncated files instead of failing them.
         max_pixels: Images whose header claims more pixels fail as ``too_large``.
-        workers: Decoding threads; defaults to the number of CPUs.
+        threads: Decoding threads (per Dask worker with the Dask engine); defaults to the
+            number of CPUs.
+        engine: ``local`` (threads in this process) or ``dask`` (chunks labelled on Dask
+            workers, same output; needs ``pip install 'ecoclassify[dask]'``).
+        scheduler: With ``engine="dask"``, the address of a running Dask scheduler (e.g.
+            started by ``dask-jobqueue`` on SLURM); None starts a ``LocalCluster``.
+        dask_workers: Worker processes of that ``LocalCluster``.
         progress: Called as ``progress(advance, total)`` as files are done.
 
     Returns:
@@ -144,7 +156,12 @@ def predict(
             belongs to another model or input set.
         PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
     """
-    _check_options(batch_size, top_k, threshold, fmt, checkpoint_every, sequence_gap, max_pixels, workers)
+    _check_options(batch_size, top_k, threshold, fmt, checkpoint_every, sequence_gap, max_pixels, threads)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of: {', '.join(ENGINES)}. Received: {engine!r}")
+    if engine != "dask" and (scheduler is not None or dask_workers is not None):
+        raise ConfigError("scheduler and dask_workers apply to engine 'dask' only. "
+                          f"Received: engine={engine!r}")
     specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     output_path = Path(output) if output is not None else None
     _check_existing(output_path, resume, overwrite)
@@ -168,7 +185,13 @@ def predict(
             checkpoint.start()
 
     skipped: collections.Counter[str] = collections.Counter()
-    runner = Runner(classifier, batch_size=batch_size, workers=workers or os.cpu_count() or 1,
+    runner_class: Any = Runner
+    engine_options: dict[str, Any] = {}
+    if engine == "dask":
+        from ecoclassify.predict_dask import DaskRunner
+
+        runner_class, engine_options = DaskRunner, {"scheduler": scheduler, "n_workers": dask_workers}
+    runner = runner_class(classifier, **engine_options, batch_size=batch_size, workers=threads or os.cpu_count() or 1,
                     allow_truncated=allow_truncated, max_pixels=max_pixels, checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every, done=done, progress=progress)
     runner.total = total
@@ -198,7 +221,7 @@ def predict(
 
 
 def _check_options(batch_size: Any, top_k: Any, threshold: Any, fmt: Any, checkpoint_every: Any,
-                   sequence_gap: Any, max_pixels: Any, workers: Any) -> None:
+                   sequence_gap: Any, max_pixels: Any, threads: Any) -> None:
     def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
         if value is None and allow_none:
             return
@@ -209,7 +232,7 @@ def _check_options(batch_size: Any, top_k: Any, threshold: Any, fmt: Any, checkp
     positive_int("top_k", top_k)
     positive_int("checkpoint_every", checkpoint_every)
     positive_int("max_pixels", max_pixels, allow_none=True)
-    positive_int("workers", workers, allow_none=True)
+    positive_int("threads", threads, allow_none=True)
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0 <= threshold <= 1):
         raise ConfigError(f"threshold must be a probability between 0 and 1. Received: threshold={threshold!r}")

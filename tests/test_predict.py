@@ -378,9 +378,10 @@ def test_the_predict_command_writes_the_output_and_prints_a_summary(tmp_path, mo
 
 
 def test_the_cli_offers_exactly_the_library_choices():
-    from ecoclassify import predict_cli, predict_io, sorting
+    from ecoclassify import predict_cli, predict_io, prediction, sorting
 
     assert predict_cli.FORMATS == predict_io.FORMATS and predict_cli.MODES == sorting.MODES
+    assert predict_cli.ENGINES == prediction.ENGINES
 
 
 def _release(fifo: Path) -> None:
