@@ -26,6 +26,8 @@ _LAZY = {
     "sort": "ecoclassify.sorting",
     "undo_sort": "ecoclassify.sorting",
     "benchmark": "ecoclassify.benchmark",
+    "export": "ecoclassify.exporting",
+    "init_config": "ecoclassify.starter",
     "Run": "ecoclassify.run",
     "prepare_data": "ecoclassify.data.prepare",
     "list_backbones": "ecoclassify.models.registry",

@@ -21,11 +21,13 @@ NOISE = re.compile(
     r"|rebuild TensorFlow with the appropriate compiler flags|oneDNN custom operations are on"
     r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
     r"|TF-TRT Warning|cuda_executor\.cc.*NUMA|Could not find TensorRT"
+    r"|fully_quantize: \d+, inference_type: \d+"
 )
 
 
 @contextlib.contextmanager
-def _filtered_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
+    """Capture file descriptor 2 for the block and print back only lines that are not known noise."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as capture:
@@ -49,7 +51,7 @@ def quiet_tensorflow() -> None:
     if "tensorflow" in sys.modules or os.environ.get("ECOCLASSIFY_TF_VERBOSE"):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _filtered_stderr():
+    with quiet_stderr():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # CUDA probing prints here on machines without a GPU

@@ -18,6 +18,7 @@ from ecoclassify import __version__
 from ecoclassify._tf import quiet_tensorflow
 from ecoclassify.errors import EcoclassifyError
 from ecoclassify.predict_cli import predict_command, sort_command
+from ecoclassify.tools_cli import export_command, init_command
 
 CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 SET_OPTION = click.option(
@@ -154,6 +155,8 @@ def benchmark(backbone: str, image_size: int | None, batch_size: int, images: in
 
 main.add_command(predict_command)
 main.add_command(sort_command)
+main.add_command(init_command)
+main.add_command(export_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

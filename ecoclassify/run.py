@@ -44,6 +44,14 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def usual_permissions(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the permissions a plain ``open`` or
+    ``mkdir`` would: ``mkstemp``/``mkdtemp`` make private ones, and results are meant to be shared."""
+    path = Path(path)
+    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~_UMASK)
+
+
 def new_run_dir(output_dir: Path, name: str, now: Optional[datetime] = None) -> Path:
     """Create and return a fresh ``output_dir/<name>-<timestamp>`` folder (never an existing one)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
@@ -67,8 +75,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        # mkstemp creates owner-only files; give the result the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,259 @@
+"""Export a trained classifier for field devices and other runtimes: SavedModel or TensorFlow Lite.
+
+The exported graph is the *inference* graph of the run's ``model.keras``: augmentation and
+dropout inactive, BatchNorm on its moving statistics; preprocessing stays inside, so it takes
+raw ``uint8`` RGB pixels of the model's size exactly like the Keras model and returns float32
+class probabilities. Every export is a folder::
+
+    OUT/model.tflite  (or OUT/saved_model/)
+    OUT/labels.json   classes in output order, input/output description, source and versions
+    OUT/labels.txt    one class per line, the form most TFLite runtimes and apps read
+
+``int8`` quantisation calibrates activations on up to :data:`REPRESENTATIVE_IMAGES` images of
+the run's training split (``splits.csv``), decoded by the same loader as training. The folder
+is written under a temporary name and renamed into place, so a failed export never leaves a
+half-written model where a device script would pick it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from ecoclassify.errors import ConfigError, DataError, ModelError, RunError
+from ecoclassify.run import SPLITS_FILE, atomic_write, usual_permissions, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("saved_model", "tflite")
+QUANTIZATIONS = ("float16", "int8")
+#: Most training images used to calibrate ``int8`` activations.
+REPRESENTATIVE_IMAGES = 100
+EXPORT_DIR = "export"
+TFLITE_FILE = "model.tflite"
+SAVED_MODEL_DIR = "saved_model"
+LABELS_JSON = "labels.json"
+LABELS_TXT = "labels.txt"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+def default_output(run_dir: Path | str, fmt: str, quantize: Optional[str] = None) -> Path:
+    """``RUN_DIR/export/<format>[-<quantize>]``, e.g. ``runs/x/export/tflite-int8``."""
+    run_dir = Path(run_dir)
+    base = run_dir if run_dir.is_dir() else run_dir.parent  # a .keras file: its folder
+    return base / EXPORT_DIR / (fmt if quantize is None else f"{fmt}-{quantize}")
+
+
+def _check_arguments(fmt: str, quantize: Optional[str], output: Path) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of: {', '.join(FORMATS)}. Received: format={fmt!r}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ConfigError(f"quantize must be one of: {', '.join(QUANTIZATIONS)} (or none). Received: quantize={quantize!r}")
+    if quantize is not None and fmt != "tflite":
+        raise ConfigError(f"quantize applies to format 'tflite' only: a SavedModel keeps float32 weights. "
+                          f"Received: format={fmt!r}, quantize={quantize!r}")
+    if output.suffix.lower() == ".tflite":
+        raise ConfigError(f"the output is a folder that will hold {TFLITE_FILE} and the labels files, not a .tflite "
+                          f"file. Received: output='{output}'")
+
+
+def _check_free(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise RunError(f"the export output must be a folder, and '{output}' is a file")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise RunError(f"{output} already exists; choose another output folder (-o), or replace it with "
+                       "--overwrite (overwrite=True)")
+
+
+def representative_images(run_dir: Path, image_size: tuple[int, int],
+                          limit: int = REPRESENTATIVE_IMAGES, seed: int = 0) -> np.ndarray:
+    """Up to ``limit`` training images of a run, as a ``(n, height, width, 3)`` uint8 array.
+
+    Drawn at random (seeded) from the train split of ``splits.csv`` so every class is likely
+    represented (the file is sorted by path, hence by class); unreadable files are skipped.
+
+    Raises:
+        DataError: The run has no ``splits.csv``, no train split, or none of its images can be read.
+    """
+    from ecoclassify.data.images import ImageReadError, load_rgb
+
+    path = Path(run_dir) / SPLITS_FILE
+    if not path.is_file():
+        raise DataError(f"int8 quantisation calibrates on the run's training images, listed in {SPLITS_FILE}; "
+                        f"{path} is missing (export from a run folder, or choose quantize float16)")
+    splits = pd.read_csv(path, dtype=str, keep_default_na=False)
+    train = splits[splits["split"] == "train"]
+    if train.empty:
+        raise DataError(f"{path} lists no train images to calibrate int8 quantisation on")
+    chosen = train.sample(n=min(limit, len(train)), random_state=seed)["filepath"]
+    images, failures = [], []
+    for filepath in chosen:
+        try:
+            images.append(load_rgb(filepath, size=image_size).array)
+        except ImageReadError as exc:
+            failures.append(f"{filepath} ({exc.reason})")
+    if failures:
+        log.warning("%d calibration image(s) could not be read and were skipped, e.g. %s", len(failures), failures[0])
+    if not images:
+        raise DataError(f"none of the {len(chosen)} training images listed in {path} can be read "
+                        "(moved or deleted since training?); int8 quantisation needs them for calibration")
+    return np.stack(images)
+
+
+def _write_saved_model(model: Any, folder: Path, batch: Optional[int]) -> None:
+    """The inference endpoint as a SavedModel: ``serving_default(image: uint8) -> {probabilities}``."""
+    import keras
+    import tensorflow as tf
+
+    height, width = model.inputs[0].shape[1:3]
+
+    def serve(image: Any) -> dict[str, Any]:
+        # training=False is what makes this the inference graph: augmentation and dropout
+        # pass through, BatchNorm uses its moving statistics.
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve,
+                         input_signature=[tf.TensorSpec([batch, height, width, 3], tf.uint8, name=INPUT_NAME)])
+    # TensorFlow logs "Assets written to <folder>" at INFO, naming a temporary folder the user never sees.
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(max(level, logging.WARNING))
+    try:
+        archive.write_out(str(folder), verbose=False)
+    finally:
+        tf_logger.setLevel(level)
+
+
+def _convert_tflite(model: Any, quantize: Optional[str], calibration: Optional[np.ndarray]) -> bytes:
+    """TFLite flatbuffer of the inference graph, converted from a batch-1 SavedModel."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="ecoclassify-export-") as scratch:
+        # A static batch of 1: what field devices run, and what delegates such as the Edge TPU
+        # compiler require; the interpreter can still resize it.
+        _write_saved_model(model, Path(scratch) / SAVED_MODEL_DIR, batch=1)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(scratch) / SAVED_MODEL_DIR))
+        if quantize is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            if calibration is None:
+                raise ValueError("int8 quantisation needs calibration images")
+            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+            # Full integer: every op in int8 (no float fallback), as int8-only accelerators need.
+            # The uint8 input is cast and quantised inside; probabilities come out as float32.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ModelError(f"TensorFlow Lite conversion ({quantize or 'float32'}) failed: {reason[:300]}") from None
+
+
+def _labels(classifier: Any, fmt: str, quantize: Optional[str], batch: Optional[int],
+            calibration_images: int) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    from ecoclassify import __version__
+
+    height, width = classifier.image_size
+    return {
+        "classes": classifier.classes,
+        "image_size": [height, width],
+        "format": fmt,
+        "quantize": quantize,
+        "calibration_images": calibration_images,
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [batch, height, width, 3],
+                  "description": "RGB pixels 0..255, resized to image_size; no other preprocessing"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [batch, len(classifier.classes)],
+                   "description": "class probabilities in the order of classes"},
+        "source": str(classifier.path),
+        "versions": {"ecoclassify": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    """Rename the finished ``staging`` folder to ``output``, replacing an existing one last-moment."""
+    if output.is_dir() and any(output.iterdir()):
+        old = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(output, old)
+        try:
+            os.replace(staging, output)
+        except BaseException:
+            os.replace(old, output)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if output.is_dir():
+            output.rmdir()  # an empty folder: renaming over it is not portable
+        os.replace(staging, output)
+
+
+def export(run_dir: Path | str, fmt: str, quantize: Optional[str] = None, output: Path | str | None = None,
+           *, overwrite: bool = False) -> Path:
+    """Export a run's model as a SavedModel or a TensorFlow Lite file, with its labels beside it.
+
+    Args:
+        run_dir: A run folder (or a ``.keras`` file with ``labels.json`` beside it; ``int8``
+            then needs ``splits.csv`` beside it too).
+        fmt: ``saved_model`` or ``tflite``.
+        quantize: For ``tflite``: ``None`` (float32), ``float16`` (half-size weights) or ``int8``
+            (quarter-size, integer arithmetic; calibrated on training images).
+        output: The folder to create; default :func:`default_output`.
+        overwrite: Replace an existing, non-empty output folder.
+
+    Returns:
+        The exported model: ``OUT/model.tflite`` or the SavedModel folder ``OUT/saved_model``.
+
+    Raises:
+        ConfigError: Unknown format or quantisation, or quantisation asked for a SavedModel.
+        RunError: The output exists (without ``overwrite``) or is a file.
+        ModelError: The model cannot be loaded or converted.
+        DataError: ``int8`` without readable training images to calibrate on.
+    """
+    from ecoclassify.models.io import load_classifier
+
+    output = Path(output) if output is not None else default_output(run_dir, fmt, quantize)
+    _check_arguments(fmt, quantize, output)
+    _check_free(output, overwrite)
+    classifier = load_classifier(run_dir)
+    calibration = None
+    if quantize == "int8":
+        calibration = representative_images(classifier.path.parent, classifier.image_size)
+        log.info("calibrating int8 quantisation on %d training images", len(calibration))
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    try:
+        if fmt == "saved_model":
+            batch = None
+            _write_saved_model(classifier.model, staging / SAVED_MODEL_DIR, batch=None)
+        else:
+            batch = 1
+            flatbuffer = _convert_tflite(classifier.model, quantize, calibration)
+            atomic_write(staging / TFLITE_FILE, lambda tmp: tmp.write_bytes(flatbuffer))
+        write_json(staging / LABELS_JSON, _labels(classifier, fmt, quantize, batch,
+                                                       0 if calibration is None else len(calibration)))
+        write_text(staging / LABELS_TXT, "".join(f"{name}\n" for name in classifier.classes))
+        usual_permissions(staging)
+        _check_free(output, overwrite)  # someone may have written there while we converted
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    model_path = output / (SAVED_MODEL_DIR if fmt == "saved_model" else TFLITE_FILE)
+    log.debug("exported %s%s to %s", fmt, f" ({quantize})" if quantize else "", model_path)
+    return model_path
