@@ -22,38 +22,47 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
     Unlike ``keras.callbacks.ModelCheckpoint`` it writes to a temporary file and renames it
     (a crash mid-save never corrupts the best model), keeps its best value across several
-    ``fit`` calls (one per stage), and can start from the best value in an earlier history
-    (``--resume``).
+    ``fit`` calls (one per stage), can start from the best value in an earlier history
+    (``--resume``), and breaks ties by the loss: macro-F1 on a small validation set often
+    repeats exactly, and the later, more confident epoch with the lower loss is the better model.
 
     Args:
         path: Where the best model goes (``model.keras``).
         monitor: Logged metric to watch, e.g. ``val_macro_f1``.
         initial_best: Best value already reached (from ``history.csv`` when resuming).
+        initial_loss: The tie-breaking loss at that best value.
         target: The model to save when it is not the one being fitted (a head trained on
             cached features shares its layers with the full model, which is what is saved).
     """
 
     def __init__(self, path: Path, monitor: str, initial_best: Optional[float] = None,
-                 target: Optional[keras.Model] = None) -> None:
+                 target: Optional[keras.Model] = None, initial_loss: Optional[float] = None) -> None:
         super().__init__()
         self.target = target
         self.path = Path(path)
         self.monitor = monitor
         self.mode = monitor_mode(monitor)
         self.best = initial_best
+        self.best_loss = initial_loss
         self.best_epoch: Optional[int] = None
+        self.loss_key = tie_breaker(monitor)
 
-    def _improved(self, value: float) -> bool:
+    def _improved(self, value: float, loss: Optional[float]) -> bool:
         if self.best is None:
             return True
+        if value == self.best and loss is not None:
+            return self.best_loss is None or loss < self.best_loss
         return value < self.best if self.mode == "min" else value > self.best
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
-        value = (logs or {}).get(self.monitor)
+        logs = logs or {}
+        value = logs.get(self.monitor)
         if value is None or math.isnan(float(value)):
             return
-        if self._improved(float(value)):
-            self.best, self.best_epoch = float(value), epoch
+        loss = logs.get(self.loss_key)
+        loss = None if loss is None or math.isnan(float(loss)) else float(loss)
+        if self._improved(float(value), loss):
+            self.best, self.best_loss, self.best_epoch = float(value), loss, epoch
             atomic_write(self.path, self._save)
 
     def _save(self, tmp: Path) -> None:
@@ -63,13 +72,22 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         target.replace(tmp)
 
 
-def best_in_history(history_csv: Path, monitor: str) -> tuple[Optional[float], Optional[int]]:
-    """Best value of ``monitor`` in a ``history.csv`` and its epoch, for resuming."""
+def tie_breaker(monitor: str) -> str:
+    """The loss that decides between epochs with the same ``monitor`` value."""
+    return "val_loss" if monitor.startswith("val_") else "loss"
+
+
+def best_in_history(history_csv: Path, monitor: str) -> tuple[Optional[float], Optional[float]]:
+    """Best value of ``monitor`` in a ``history.csv`` and its tie-breaking loss, for resuming."""
     if not Path(history_csv).exists():
         return None, None
     history = pd.read_csv(history_csv)
     if monitor not in history.columns or history[monitor].dropna().empty:
         return None, None
-    column = history[monitor]
-    index = column.idxmin() if monitor_mode(monitor) == "min" else column.idxmax()
-    return float(column[index]), int(history.loc[index, "epoch"])
+    loss_key = tie_breaker(monitor)
+    ascending = monitor_mode(monitor) == "min"
+    columns = [monitor] + ([loss_key] if loss_key in history.columns and loss_key != monitor else [])
+    ranked = history.dropna(subset=[monitor]).sort_values(columns, ascending=[ascending] + [True] * (len(columns) - 1))
+    best = ranked.iloc[0]
+    loss = float(best[loss_key]) if loss_key in ranked.columns and not pd.isna(best[loss_key]) else None
+    return float(best[monitor]), loss

@@ -53,6 +53,8 @@ def starter_values(backbone: Optional[str] = None, source: str = "folders") -> d
     backbone = backbone or ModelConfig.model_fields["backbone"].default
     spec = get_backbone(backbone, key="backbone")
     weights = "imagenet" if spec.imagenet else "none"
+    if spec.pretrained_file:  # pretrained, but from a file Keras cannot download
+        weights = f"path/to/{spec.pretrained_file}"
     if weights == "none":
         mode = "scratch"  # random weights: there are no features to keep frozen
     else:

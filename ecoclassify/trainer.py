@@ -148,8 +148,9 @@ def _fit_in_scope(config: Config, run_dir: Path, samples: pd.DataFrame, classes:
     data = _Data(config, samples, classes)
     model = build_model(config, len(classes))
     monitor = config.training.monitor
-    best_value, _ = best_in_history(run_dir / HISTORY_FILE, monitor)
-    checkpoint = BestModelCheckpoint(run_dir / MODEL_FILE, monitor, initial_best=best_value, target=model)
+    best_value, best_loss = best_in_history(run_dir / HISTORY_FILE, monitor)
+    checkpoint = BestModelCheckpoint(run_dir / MODEL_FILE, monitor, initial_best=best_value, target=model,
+                                     initial_loss=best_loss)
     csv_logger = keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True)
     stages = config.training.stages or []
     epoch = int(state["next_epoch"])

@@ -221,6 +221,12 @@ def test_a_group_split_without_group_by_names_data_split_group_by():
     assert message.endswith("Received: None")
 
 
+def test_imagenet_weights_for_efficientnet_lite0_name_the_file_to_pass_instead():
+    message = config_error({"data": {"root": "x"}, "model": {"backbone": "efficientnet_lite0"}})
+    assert message.startswith("model.weights 'imagenet' cannot be downloaded for backbone 'efficientnet_lite0'")
+    assert "efficientnet_lite0_imagenet_state.npz" in message
+
+
 def test_imagenet_weights_for_the_custom_cnn_are_refused_naming_model_weights():
     message = config_error({"data": {"root": "x"}, "model": {"backbone": "custom_cnn", "weights": "imagenet"}})
     assert message.startswith("model.weights 'imagenet' is not available for backbone 'custom_cnn'")
@@ -437,9 +443,10 @@ def test_at_least_one_registered_backbone_can_be_fine_tuned():
 
 @pytest.mark.parametrize("backbone", FINETUNABLE)
 def test_finetune_mode_expands_into_a_head_stage_and_a_fine_tuning_stage_at_1e_5(backbone):
-    config = Config.from_dict(
-        {"data": {"root": "x"}, "model": {"backbone": backbone}, "training": {"mode": "finetune", "epochs": 3}}
-    )
+    spec = get_backbone(backbone)
+    weights = f"weights/{spec.pretrained_file}" if spec.pretrained_file else "imagenet"
+    config = Config.from_dict({"data": {"root": "x"}, "model": {"backbone": backbone, "weights": weights},
+                               "training": {"mode": "finetune", "epochs": 3}})
     head, finetune = config.training.stages
     assert (head.name, head.epochs, head.learning_rate, head.trainable) == ("head", 3, 1e-3, "none")
     assert finetune.name == "finetune"

@@ -115,6 +115,8 @@ def test_init_writes_a_loadable_config_with_defaults_that_suit_every_backbone(tm
     if backbone == "custom_cnn":
         assert config.model.weights == "none"
         assert [stage.trainable for stage in config.training.stages] == ["all"]  # mode: scratch
+    elif spec.pretrained_file:
+        assert config.model.weights.name == spec.pretrained_file
     else:
         assert config.model.weights == "imagenet"
         assert [stage.name for stage in config.training.stages] == ["head", "finetune"]  # mode: finetune

@@ -254,3 +254,20 @@ def test_forcing_the_feature_cache_with_augmentation_on_is_a_config_error(tmp_pa
     with pytest.raises(ConfigError, match="training.cache_features true needs augmentation.enabled: false"):
         Config.from_dict(tiny_config(tmp_path, training={"cache_features": True},
                                      augmentation={"enabled": True, "flip": "horizontal"}))
+
+
+def test_the_best_model_checkpoint_breaks_ties_by_the_lower_validation_loss(tmp_path):
+    from ecoclassify.callbacks import BestModelCheckpoint, best_in_history
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoint = BestModelCheckpoint(tmp_path / "model.keras", "val_macro_f1")
+    checkpoint.set_model(model)
+    epochs = [{"val_macro_f1": 0.8, "val_loss": 0.9}, {"val_macro_f1": 0.8, "val_loss": 0.5},
+              {"val_macro_f1": 0.8, "val_loss": 0.7}, {"val_macro_f1": 0.7, "val_loss": 0.1}]
+    for epoch, logs in enumerate(epochs):
+        checkpoint.on_epoch_end(epoch, logs)
+    assert (checkpoint.best, checkpoint.best_loss, checkpoint.best_epoch) == (0.8, 0.5, 1)
+    history = pd.DataFrame([{"epoch": i, **logs} for i, logs in enumerate(epochs)])
+    history.to_csv(tmp_path / "history.csv", index=False)
+    assert best_in_history(tmp_path / "history.csv", "val_macro_f1") == (0.8, 0.5)
+    assert best_in_history(tmp_path / "history.csv", "val_loss") == (0.1, 0.1)

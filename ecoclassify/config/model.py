@@ -71,6 +71,11 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _weights_fit_backbone(self) -> "ModelConfig":
         spec = get_backbone(self.backbone)
+        if self.weights == "imagenet" and spec.pretrained_file:
+            raise ValueError(
+                f"@weights 'imagenet' cannot be downloaded for backbone {self.backbone!r}: set model.weights to the "
+                f"path of its ImageNet weights file, {spec.pretrained_file}, or 'none'"
+            )
         if self.weights == "imagenet" and not spec.imagenet:
             raise ValueError(
                 f"@weights 'imagenet' is not available for backbone {self.backbone!r}: "

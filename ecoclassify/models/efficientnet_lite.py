@@ -86,9 +86,10 @@ def _blocks() -> Iterator[_Block]:
     },
     fine_tune_from="block6a_expand_conv",
     weight_formats=_WEIGHT_FORMATS,
-    # True: genuine ImageNet weights exist, but from the local .npz state file; the builder
-    # answers `weights: imagenet` with a ModelError that says so, since Keras has no download.
-    imagenet=True,
+    # Genuine ImageNet weights exist, but only as a local .npz state file: Keras has no
+    # download, so the config refuses `weights: imagenet` and names the file to pass instead.
+    imagenet=False,
+    pretrained_file="efficientnet_lite0_imagenet_state.npz",
     description="EfficientNet-Lite0 (3.4 M parameters): ImageNet weights from a local .npz; fast on CPU.",
 )
 def build_efficientnet_lite0(

@@ -39,6 +39,9 @@ class BackboneSpec:
         boundaries: Named layer boundaries useful for fine-tuning, e.g. ``{"last_block": "block5_conv1"}``.
         fine_tune_from: Boundary unfrozen by ``training.mode: finetune``.
         weight_formats: File suffixes accepted as ``model.weights`` paths.
+        imagenet: Whether ``model.weights: imagenet`` works (Keras downloads the weights).
+        pretrained_file: Name of a pretrained weights file that must be passed as a path
+            because Keras cannot download it (EfficientNet-Lite0's ImageNet state).
         description: One line shown by ``ecoclassify backbones``.
     """
 
@@ -51,6 +54,7 @@ class BackboneSpec:
     fine_tune_from: str | None = None
     weight_formats: tuple[str, ...] = (".weights.h5", ".h5")
     imagenet: bool = True
+    pretrained_file: str | None = None
     description: str = ""
 
 
@@ -67,6 +71,7 @@ def register_backbone(
     fine_tune_from: str | None = None,
     weight_formats: tuple[str, ...] = (".weights.h5", ".h5"),
     imagenet: bool = True,
+    pretrained_file: str | None = None,
     description: str = "",
 ) -> Callable[[Callable[..., "keras.Model"]], Callable[..., "keras.Model"]]:
     """Register a backbone builder under ``name`` (used as a decorator)."""
@@ -84,6 +89,7 @@ def register_backbone(
             fine_tune_from=fine_tune_from,
             weight_formats=weight_formats,
             imagenet=imagenet,
+            pretrained_file=pretrained_file,
             description=description,
         )
         return builder
@@ -130,7 +136,7 @@ def backbone_table(with_params: bool = True) -> "pandas.DataFrame":
             "min_size": spec.min_size,
             "preprocessing": spec.preprocessing,
             "fine_tune_from": spec.fine_tune_from or "-",
-            "imagenet": "yes" if spec.imagenet else "no",
+            "imagenet": "yes" if spec.imagenet else ("file" if spec.pretrained_file else "no"),
         }
         if with_params:
             size = max(spec.min_size, 64)
