@@ -17,6 +17,7 @@ import click
 from ecoclassify import __version__
 from ecoclassify._tf import quiet_tensorflow
 from ecoclassify.errors import EcoclassifyError
+from ecoclassify.evaluate_cli import evaluate_command
 from ecoclassify.predict_cli import predict_command, sort_command
 from ecoclassify.tools_cli import export_command, init_command
 
@@ -153,6 +154,7 @@ def benchmark(backbone: str, image_size: int | None, batch_size: int, images: in
     click.echo(json.dumps(result_dict(result)) if as_json else result.format())
 
 
+main.add_command(evaluate_command)
 main.add_command(predict_command)
 main.add_command(sort_command)
 main.add_command(init_command)

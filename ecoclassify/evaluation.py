@@ -118,7 +118,10 @@ def evaluate(
     model_path, _ = resolve_model_path(model)
     run_dir = model_path.parent
     run_config = _run_config(run_dir)
-    data_config = data_config_for(data, image_size=(8, 8), root=root, exclude_labels=exclude_labels)
+    data_config = data_config_for(data, image_size=(8, 8), root=root)
+    if exclude_labels:
+        data_config = data_config.model_copy(
+            update={"exclude_labels": sorted(set(data_config.exclude_labels) | set(exclude_labels))})
     out_dir = _check_output(output, overwrite)  # before the slow part: fail fast on a clash
 
     classifier = load_classifier(model_path)
@@ -196,8 +199,8 @@ def evaluate(
                             list(source.warnings))
 
 
-def data_config_for(data: DataSpec, *, image_size: tuple[int, int], root: Union[str, Path, None] = None,
-                    exclude_labels: Sequence[str] = ()) -> DataConfig:
+def data_config_for(data: DataSpec, *, image_size: tuple[int, int], root: Union[str, Path, None] = None
+                    ) -> DataConfig:
     """A :class:`DataConfig` for a labelled set given as a path or a ``data`` section.
 
     A folder is a ``folders`` source, a ``.csv`` file a ``csv`` source, a ``.json`` file a
@@ -215,7 +218,7 @@ def data_config_for(data: DataSpec, *, image_size: tuple[int, int], root: Union[
         except Exception as exc:  # pydantic's ValidationError: report it like a config error
             raise ConfigError(f"data is not a valid data section: {exc}") from None
     path = Path(data).expanduser()
-    values: dict[str, Any] = {"image_size": image_size, "exclude_labels": list(exclude_labels)}
+    values: dict[str, Any] = {"image_size": image_size}
     if path.is_dir():
         values.update(source="folders", root=path)
     elif path.suffix.lower() == ".csv":
@@ -242,8 +245,7 @@ def _check_output(output: Union[str, Path, None], overwrite: bool) -> Optional[P
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise RunError(f"output folder '{out}' exists and is not empty; choose a new folder, or set "
                        "overwrite=True (--overwrite) to replace the report files in it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return out  # created by the report writer, so a failed evaluation leaves no empty folder
 
 
 def _predict(classifier: Any, paths: list[str], batch_size: int, max_pixels: int) -> np.ndarray:

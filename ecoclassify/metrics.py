@@ -45,10 +45,16 @@ from ecoclassify.thresholds import DEFAULT_TARGET_PRECISIONS, auto_label_thresho
 ECE_BINS = 15
 #: Top-k accuracies reported when the model has more than k classes.
 TOP_K = (3, 5)
+#: Keys of :func:`evaluate_predictions`' block that hold tables, not summary numbers.
+DETAIL_KEYS = ("classes", "not_predicted_classes", "per_class", "confusion_matrix", "calibration", "thresholds",
+               "groups", "groups_skipped")
 #: A group column with more distinct values than this gets no per-group table (e.g. bursts).
 MAX_GROUPS = 50
-#: Columns tried, in order, for per-group metrics when none is named.
-GROUP_COLUMNS = ("site", "camera", "location", "group")
+#: Columns tried, in order, for per-group metrics when none is named (``group`` is splits.csv's).
+GROUP_COLUMNS = ("site", "camera", "location", "station", "group")
+#: splits.csv's ``group`` column (tried last) may hold burst ids; it needs groups of this many
+#: images on average to get a table.
+MIN_MEAN_GROUP_SIZE = 5
 
 
 def _inputs(y_true: Sequence[int], proba: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +149,9 @@ def summary_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[
 
     Returns:
         Headline keys plus macro/weighted precision and recall, ``cohen_kappa``, ``log_loss``
-        (with ``log_loss_n_images``), ``top_k_accuracy`` (``{"3": ..., "5": ...}``, only for
-        k < number of classes) and ``ece``.
+        (with ``log_loss_n_images``), ``top_3_accuracy`` and ``top_5_accuracy`` (``None`` unless
+        the model has more than k classes) and ``ece``. All values are flat (no nesting), so the
+        dict can be tabulated across runs.
     """
     y_true, proba = _inputs(y_true, proba, len(classes))
     y_pred = proba.argmax(axis=1)
@@ -167,9 +174,9 @@ def summary_metrics(y_true: Sequence[int], proba: np.ndarray, classes: Sequence[
     result["log_loss"] = (float(log_loss(y_true[scored], proba[scored], labels=labels))
                           if scored.any() else None)
     result["log_loss_n_images"] = int(scored.sum())
-    result["top_k_accuracy"] = {
-        str(k): float(top_k_accuracy_score(y_true, proba, k=k, labels=labels)) for k in TOP_K if k < len(classes)
-    }
+    for k in TOP_K:  # with k classes or fewer, top-k accuracy is 1 by definition: not worth a number
+        result[f"top_{k}_accuracy"] = (float(top_k_accuracy_score(y_true, proba, k=k, labels=labels))
+                                       if k < len(classes) else None)
     result["ece"] = calibration(y_true, proba)["ece"]
     return result
 
@@ -255,8 +262,10 @@ def choose_group_columns(frame: pd.DataFrame, wanted: Optional[Sequence[str]] = 
 
     Args:
         frame: The evaluated samples (one row per image).
-        wanted: Columns asked for by name; by default ``GROUP_COLUMNS`` that exist. A column
-            equal to one already chosen (``group`` is often the ``site``) is not repeated.
+        wanted: Columns asked for by name; by default the ``GROUP_COLUMNS`` that exist, ``group``
+            only with ``MIN_MEAN_GROUP_SIZE`` images per group on average (it often holds burst
+            ids). A column equal to one already chosen (``group`` is often the ``site``) is not
+            repeated.
 
     Returns:
         ``(columns, skipped)`` where ``skipped`` maps a column to the reason it has no table.
@@ -278,6 +287,10 @@ def choose_group_columns(frame: pd.DataFrame, wanted: Optional[Sequence[str]] = 
             continue
         if distinct > MAX_GROUPS:
             skipped[column] = f"{distinct} distinct values (more than {MAX_GROUPS}): too many for a per-group table"
+            continue
+        if wanted is None and column == "group" and len(values) / distinct < MIN_MEAN_GROUP_SIZE:
+            skipped[column] = (f"{len(values) / distinct:.1f} images per {column} on average (fewer than "
+                               f"{MIN_MEAN_GROUP_SIZE}): groups too small to compare")
             continue
         chosen.append(column)
     return chosen, skipped

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_curve
 
 #: Colours shared with report.html's stylesheet.
@@ -144,19 +145,19 @@ def thresholds_figure(scores: np.ndarray, correct: np.ndarray, targets: Sequence
     ax.step(sorted_scores, precision, where="post", color=ACCENT, linewidth=1.8, label="precision of auto-labels")
     ax.step(sorted_scores, share, where="post", color="#3e6db5", linewidth=1.8,
             label="share of images auto-labelled")
-    for row in overall:
+    styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    for number, row in enumerate(overall):
         ax.axhline(row["target_precision"], color=MUTED, linewidth=0.8, linestyle=":")
-        if row["reachable"]:
-            ax.axvline(row["threshold"], color=BAD, linewidth=1, linestyle="--")
-            ax.annotate(f"{row['target_precision']:.0%} precision: threshold {row['threshold']:.3f}",
-                        (row["threshold"], row["target_precision"]), xytext=(4, -14), textcoords="offset points",
-                        fontsize=8, color=BAD)
-    ax.set_xlim(min(0.0, float(sorted_scores.min()) if len(scores) else 0.0), 1.0)
+        if row["reachable"]:  # labelled in the legend: close thresholds would overprint text labels
+            ax.axvline(row["threshold"], color=BAD, linewidth=1.2, linestyle=styles[number % len(styles)],
+                       label=f"threshold {row['threshold']:.3f} for precision {row['target_precision']:g}")
+    # Top scores never fall below 1 / n_classes: start the axis near the lowest one seen.
+    ax.set_xlim(max(0.0, float(sorted_scores.min()) - 0.05) if len(scores) else 0.0, 1.0)
     ax.set_ylim(0, 1.03)
     ax.set_xlabel("score threshold (images at or above it are auto-labelled)")
     ax.set_ylabel("fraction")
     ax.set_title("Auto-labelling: precision and workload saved by threshold", loc="left", fontsize=12, color=INK)
-    ax.legend(loc="lower left", frameon=False, fontsize=8)
+    ax.legend(loc="lower left", frameon=True, framealpha=0.9, edgecolor="none", fontsize=8)
     return figure
 
 
@@ -178,6 +179,7 @@ def training_curves_figure(history: pd.DataFrame, monitor: Optional[str] = None)
                     label="validation")
         ax.set_title(name.replace("_", "-").replace("macro-f1", "macro-F1"), loc="left", fontsize=11, color=INK)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(frameon=False, fontsize=8)
     if monitor and monitor in history.columns and history[monitor].notna().any():
         best = history[monitor].idxmin() if monitor.endswith("loss") else history[monitor].idxmax()
@@ -204,7 +206,7 @@ def group_figure(rows: list[dict[str, Any]], column: str) -> Figure:
     ax.set_xlim(0, 1)
     ax.set_xlabel("score")
     ax.set_title(f"Per {column}: accuracy and macro-F1 (images in brackets)", loc="left", fontsize=12, color=INK)
-    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     return figure
 
 

@@ -17,6 +17,7 @@ It writes, each file atomically:
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ecoclassify import plots
-from ecoclassify.metrics import DEFAULT_TARGET_PRECISIONS, choose_group_columns, evaluate_predictions
+from ecoclassify.metrics import DEFAULT_TARGET_PRECISIONS, DETAIL_KEYS, choose_group_columns, evaluate_predictions
 from ecoclassify.run import atomic_write, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,12 @@ class Report:
         """``report.html``, the page to open in a browser."""
         return self.out_dir / HTML_FILE
 
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The flat summary numbers of ``metrics["test"]`` (no tables): what a run's own
+        ``metrics.json`` keeps under ``test``."""
+        return {key: value for key, value in self.metrics["test"].items() if key not in DETAIL_KEYS}
+
 
 def write_report(
     out_dir: Path | str,
@@ -114,8 +121,9 @@ def write_report(
             ``epochs``, ``monitor``, ``best_monitor_value``, ``split_counts``).
         excluded: Unreadable images (``filepath``, ``label``, ``error``, ``detail``).
         target_precisions: Auto-labelling targets; default ``config.report.target_precisions``.
-        group_columns: Columns of ``frame`` for per-group metrics; default: the first of
-            ``site``, ``camera``, ``location``, ``group`` that exist (not repeating equal ones).
+        group_columns: Columns of ``frame`` for per-group metrics; default: those of ``site``,
+            ``camera``, ``location``, ``station`` and ``group`` that exist (see
+            :func:`ecoclassify.metrics.choose_group_columns`).
         not_predicted: Classes the model cannot output (e.g. ``other``).
         kind: ``"training"`` (a run's test split) or ``"evaluation"`` (``ecoclassify evaluate``).
         title: Page title; default from the experiment name.
@@ -124,14 +132,13 @@ def write_report(
 
     Returns:
         The :class:`Report`. Its ``metrics`` (``metrics.json``) has the keys: ``schema_version``,
-        ``kind``, ``created``, ``title``, ``notes``, everything in ``facts``, ``split_counts``,
+        ``kind``, ``created``, ``versions``, ``title``, ``notes``, everything in ``facts``, ``split_counts``,
         ``test`` (see :func:`ecoclassify.metrics.evaluate_predictions`, plus ``groups_skipped``),
         ``unreadable`` (``n_images``, ``by_reason``) and ``files``.
     """
     from ecoclassify.report_html import ReportContext, render_html
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classes)
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=np.float64)
@@ -146,11 +153,13 @@ def write_report(
     test = evaluate_predictions(y_true, proba, classes, target_precisions=target_precisions,
                                 groups={c: frame[c].tolist() for c in columns}, not_predicted=not_predicted)
     test["groups_skipped"] = skipped
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs proved consistent
     excluded = excluded if excluded is not None else pd.DataFrame(columns=["filepath", "label", "error", "detail"])
     metrics: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
         "created": datetime.now().isoformat(timespec="seconds"),
+        "versions": _versions(),
         "title": title or _default_title(config, kind),
         "notes": list(notes),
         **dict(facts or {}),
@@ -199,6 +208,23 @@ def write_report(
     return report
 
 
+def _versions() -> dict[str, str]:
+    """Versions of what computed the report (TensorFlow and Keras only if already loaded: the report
+    itself never needs them)."""
+    import matplotlib
+    import sklearn
+
+    from ecoclassify import __version__
+
+    versions = {"ecoclassify": __version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__,
+                "matplotlib": matplotlib.__version__}
+    for name in ("tensorflow", "keras"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "__version__"):
+            versions[name] = module.__version__
+    return versions
+
+
 def _default_title(config: Any, kind: str) -> str:
     name = getattr(getattr(config, "experiment", None), "name", None)
     what = "Test-set report" if kind == "training" else "Evaluation report"
@@ -216,10 +242,11 @@ def thresholds_frame(thresholds: Mapping[str, Any]) -> pd.DataFrame:
     rows = [{"scope": "overall", "class": "", **row} for row in thresholds["overall"]]
     for name, per_target in thresholds["per_class"].items():
         rows += [{"scope": "class", "class": name, **row} for row in per_target]
-    rows += [{"scope": "per_class_combined", "class": "", **{k: v for k, v in row.items() if k != "classes_unreachable"},
-              "note": ("never auto-labelled (target unreachable): " + ", ".join(row["classes_unreachable"]))
-              if row["classes_unreachable"] else ""}
-             for row in thresholds["per_class_combined"]]
+    for row in thresholds["per_class_combined"]:
+        unreachable = row["classes_unreachable"]
+        rows.append({"scope": "per_class_combined", "class": "",
+                     **{k: v for k, v in row.items() if k != "classes_unreachable"},
+                     "note": f"never auto-labelled (unreachable): {', '.join(unreachable)}" if unreachable else ""})
     order = ["scope", "class", "target_precision", "reachable", "threshold", "precision", "precision_lower_95",
              "recall", "n_auto_labelled", "share_auto_labelled", "max_precision", "note"]
     return pd.DataFrame(rows).reindex(columns=order)
@@ -326,15 +353,15 @@ def config_summary(config: Any) -> list[tuple[str, str]]:
 def render_markdown(context: Any) -> str:
     """A short Markdown version of the report (a :class:`~ecoclassify.report_html.ReportContext`), images
     linked from the same folder, for a terminal or a code forge."""
-    from ecoclassify.report_html import SUMMARY, format_value, get_value, report_notes
+    from ecoclassify.report_html import SUMMARY, format_value, report_notes
 
     m, test = context.metrics, context.metrics["test"]
     lines = [f"# {m['title']}", "", f"{test['n_images']} images, {len(test['classes'])} classes; "
              f"created {m['created']}. Full report: report.html; all numbers: metrics.json.", ""]
     lines += [f"> {note}" for note in report_notes(m, test)] + [""]
     lines += ["## Summary", "", "| metric | value |", "| --- | ---: |"]
-    lines += [f"| {name} | {format_value(key.split('.')[-1], get_value(test, key))} |"
-              for key, name, _ in SUMMARY if get_value(test, key) is not None]
+    lines += [f"| {name} | {format_value(key, test.get(key))} |" for key, name, _ in SUMMARY
+              if test.get(key) is not None]
     lines += ["", "## Auto-labelling thresholds (one threshold for all classes)", "",
               "| target precision | threshold | auto-labelled | share | precision | 95 % lower bound | recall |",
               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -347,7 +374,8 @@ def render_markdown(context: Any) -> str:
         else:
             lines.append(f"| {format_value('target_precision', r['target_precision'])} | {r['note']} ||||||")
     lines += ["", "Per-class thresholds: thresholds.csv.", "", "## Per class", "",
-              "| class | images | predicted | precision | recall | F1 | AP |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| class | images | predicted | precision | recall | F1 | AP |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in test["per_class"]:
         lines.append(f"| {r['class']} | {r['support']} | {r['n_predicted']} | {format_value('p', r['precision'])} | "
                      f"{format_value('r', r['recall'])} | {format_value('f', r['f1'])} | "

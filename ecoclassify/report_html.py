@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -24,8 +23,8 @@ SUMMARY = [
     ("macro_f1", "Macro-F1", "mean F1 over classes (F1 balances precision and recall)"),
     ("mAP", "mAP", "mean average precision over classes: ranking quality, independent of any threshold"),
     ("cohen_kappa", "Cohen's kappa", "agreement with the true labels beyond chance (1 perfect, 0 chance)"),
-    ("top_k_accuracy.3", "Top-3 accuracy", "share of images whose true label is among the 3 highest scores"),
-    ("top_k_accuracy.5", "Top-5 accuracy", "share of images whose true label is among the 5 highest scores"),
+    ("top_3_accuracy", "Top-3 accuracy", "share of images whose true label is among the 3 highest scores"),
+    ("top_5_accuracy", "Top-5 accuracy", "share of images whose true label is among the 5 highest scores"),
     ("weighted_f1", "Weighted F1", "F1 averaged over classes, weighted by their number of images"),
     ("macro_precision", "Macro precision", "mean over classes of the share of predictions that are right"),
     ("macro_recall", "Macro recall", "mean over classes of the share of their images found"),
@@ -35,7 +34,7 @@ SUMMARY = [
     ("ece", "Expected calibration error", "mean gap between confidence and accuracy over 15 bins (0 is perfect)"),
     ("n_images", "Images evaluated", "readable, labelled images the metrics are computed on"),
 ]
-CARDS = ("accuracy", "balanced_accuracy", "macro_f1", "mAP", "cohen_kappa", "top_k_accuracy.3", "ece", "log_loss")
+CARDS = ("accuracy", "balanced_accuracy", "macro_f1", "mAP", "cohen_kappa", "top_3_accuracy", "ece", "log_loss")
 
 CSS = """
 :root{--ink:#1f2933;--muted:#616e7c;--line:#e4e7eb;--bg:#f6f7f4;--card:#fff;--accent:#2f6f5e;--soft:#e3efe9;
@@ -66,7 +65,8 @@ th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 background:#fafbf9}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tbody tr:nth-child(even){background:#fafbf9}
-td.bar{background:linear-gradient(90deg,var(--soft) var(--v),transparent var(--v))}
+td.bar{background-image:linear-gradient(90deg,#8dbfae var(--v),var(--soft) var(--v));background-size:100% 4px;
+background-repeat:no-repeat;background-position:bottom}
 td.na,span.na{color:var(--bad);font-style:italic}
 .muted{color:var(--muted)}
 .scroll{overflow-x:auto}
@@ -121,22 +121,14 @@ def format_value(key: str, value: Any) -> str:
     return str(value)
 
 
-def get_value(block: dict[str, Any], dotted: str) -> Any:
-    """``block["a"]["b"]`` for ``"a.b"``; ``None`` when a key is missing."""
-    value: Any = block
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
 def _cell(key: str, value: Any, bar: bool = False) -> str:
     text = _e(format_value(key, value))
+    if value is None:
+        return f'<td class="n muted">{text}</td>'
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if bar and value is not None and 0 <= value <= 1:
             return f'<td class="n bar" style="--v:{value * 100:.1f}%">{text}</td>'
@@ -146,8 +138,9 @@ def _cell(key: str, value: Any, bar: bool = False) -> str:
 
 def _table(headers: Sequence[tuple[str, bool]], rows: Iterable[Sequence[str]], cls: str = "") -> str:
     head = "".join(f'<th class="n">{_e(h)}</th>' if numeric else f"<th>{_e(h)}</th>" for h, numeric in headers)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(h for h, _ in headers) else ""
     body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
-    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return f'<div class="scroll"><table class="{cls}">{thead}<tbody>{body}</tbody></table></div>'
 
 
 def _figure(images: dict[str, bytes], role: str, caption: str, alt: str) -> str:
@@ -169,14 +162,16 @@ def render_html(context: ReportContext) -> str:
         ("calibration", "Calibration", _calibration(test, context.images)),
     ]
     if test["groups"] or test.get("groups_skipped"):
-        sections.append(("groups", "Per group", _groups(test, context.images)))
+        sections.append(("groups", "Per group", _groups(test, context.images, context.config)))
     sections.append(("data", "Data", _data(m, context)))
     sections.append(("model", "Model and training", _model(m, context)))
     sections.append(("glossary", "How to read this report", _glossary(m)))
     nav = "".join(f'<a href="#{anchor}">{_e(name)}</a>' for anchor, name, _ in sections)
-    body = "".join(f'<section id="{anchor}"><h2>{_e(name)}</h2>{content}</section>' for anchor, name, content in sections)
-    subtitle = (f"{'Test split of the training run' if m['kind'] == 'training' else 'Evaluation on a labelled set'}"
-                f" · {test['n_images']} images · {len(test['classes'])} classes · created {m['created'].replace('T', ' ')}")
+    body = "".join(f'<section id="{anchor}"><h2>{_e(name)}</h2>{content}</section>'
+                   for anchor, name, content in sections)
+    what = "Test split of the training run" if m["kind"] == "training" else "Evaluation on a labelled set"
+    subtitle = (f"{what} · {test['n_images']} images · {len(test['classes'])} classes · "
+                f"created {m['created'].replace('T', ' ')}")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -195,12 +190,13 @@ def report_notes(m: dict[str, Any], test: dict[str, Any]) -> list[str]:
         notes.append("mAP leaves out classes with no image in this set or that the model cannot predict: "
                      + ", ".join(test["map_excluded_classes"]) + ".")
     if test["not_predicted_classes"]:
-        notes.append("Not a class of the model (every image of it is an error; left out of the log loss, "
-                     f"which uses {test['log_loss_n_images']} images): " + ", ".join(test["not_predicted_classes"]) + ".")
+        notes.append("Not a class of the model (every image of it is an error; left out of the log loss, which "
+                     f"uses {test['log_loss_n_images']} images): {', '.join(test['not_predicted_classes'])}.")
     unreadable = m.get("unreadable", {})
     if unreadable.get("n_images"):
         reasons = ", ".join(f"{n} {r}" for r, n in unreadable["by_reason"].items())
-        notes.append(f"{unreadable['n_images']} unreadable image(s) were left out ({reasons}); they are listed in excluded.csv.")
+        notes.append(f"{unreadable['n_images']} unreadable image(s) were left out ({reasons}); "
+                     "they are listed in excluded.csv.")
     if test["n_images"] < 100:
         notes.append(f"Only {test['n_images']} images were evaluated: every number here is uncertain by several "
                      "percentage points. Use the 95 % lower bounds in the auto-labelling tables.")
@@ -218,15 +214,15 @@ def _summary(m: dict[str, Any], test: dict[str, Any]) -> str:
     labels = {key: (name, text) for key, name, text in SUMMARY}
     cards = []
     for key in CARDS:
-        value = get_value(test, key)
+        value = test.get(key)
         if value is None:
             continue
         name, text = labels[key]
         cards.append(f'<div class="card"><div class="v">{_e(format_value(key, value))}</div>'
                      f'<div class="k">{_e(name)}</div><div class="d">{_e(text)}</div></div>')
-    rows = [[f"<td>{_e(name)}</td>", _cell(key.split(".")[-1], get_value(test, key), bar=key != "log_loss"),
+    rows = [[f"<td>{_e(name)}</td>", _cell(key, test.get(key), bar=key != "log_loss"),
              f'<td class="muted">{_e(text)}</td>']
-            for key, name, text in SUMMARY if get_value(test, key) is not None or "top_k" not in key]
+            for key, name, text in SUMMARY if test.get(key) is not None or "top_" not in key]
     return (f'<p class="lead">How well the model labels the {test["n_images"]} images of this set.</p>'
             + _note_box(report_notes(m, test)) + '<div class="cards">' + "".join(cards) + "</div>"
             + "<h3>All summary metrics</h3>"
@@ -267,7 +263,8 @@ def _thresholds(test: dict[str, Any], images: dict[str, bytes]) -> str:
     combined = []
     for r in th["per_class_combined"]:
         unreachable = ", ".join(r["classes_unreachable"]) or "none"
-        combined.append([_cell("target_precision", r["target_precision"]), _cell("n_auto_labelled", r["n_auto_labelled"]),
+        combined.append([_cell("target_precision", r["target_precision"]),
+                         _cell("n_auto_labelled", r["n_auto_labelled"]),
                          _cell("share_auto_labelled", r["share_auto_labelled"], bar=True),
                          _cell("precision", r["precision"]), _cell("precision_lower_95", r["precision_lower_95"]),
                          _cell("recall", r["recall"]), f"<td>{_e(unreachable)}</td>"])
@@ -328,7 +325,8 @@ def _calibration(test: dict[str, Any], images: dict[str, bytes]) -> str:
             for b in cal["bins"]]
     return (f'<p class="lead">A calibrated model that gives a score of 0.8 is right 80 % of the time. Expected '
             f"calibration error: {_e(format_value('ece', cal['ece']))} over {cal['n_bins']} equal-width bins of "
-            "the top score. Bars below the diagonal mean over-confidence: thresholds then need to be higher.</p>"
+            "the top score. Where a bar ends below its red mark the model is over-confident (its scores promise "
+            "more than it delivers, so thresholds must be higher); above it, under-confident.</p>"
             + _figure(images, "reliability", "Reliability diagram: accuracy of the images in each confidence bin.",
                       "reliability diagram")
             + f"<details><summary>The {cal['n_bins']} bins</summary>"
@@ -336,7 +334,7 @@ def _calibration(test: dict[str, Any], images: dict[str, bytes]) -> str:
             + "</details>")
 
 
-def _groups(test: dict[str, Any], images: dict[str, bytes]) -> str:
+def _groups(test: dict[str, Any], images: dict[str, bytes], config: Any = None) -> str:
     parts = ['<p class="lead">The main metrics for each site or camera: how well the model transfers from one '
              "place to another.</p>"]
     for column, rows in test["groups"].items():
@@ -349,8 +347,10 @@ def _groups(test: dict[str, Any], images: dict[str, bytes]) -> str:
                              ("balanced accuracy", True), ("macro-F1", True), ("mAP", True)], table_rows))
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(column))[:60]
         parts.append(_figure(images, f"groups_{slug}", f"Accuracy and macro-F1 per {column}.", f"metrics per {column}"))
+    group_by = getattr(getattr(getattr(config, "data", None), "split", None), "group_by", None)
     for column, reason in test.get("groups_skipped", {}).items():
-        parts.append(f'<p class="muted">No table by {_e(column)}: {_e(reason)}.</p>')
+        name = f"group (the split's group_by: {group_by})" if column == "group" and group_by else column
+        parts.append(f'<p class="muted">No table by {_e(name)}: {_e(reason)}.</p>')
     return "".join(parts)
 
 
@@ -381,7 +381,7 @@ def _data(m: dict[str, Any], context: ReportContext) -> str:
 
 def _plain(value: Any) -> str:
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items()) or "none"
+        return "; ".join(f"{str(k).replace('_', ' ')}: {_plain(v)}" for k, v in value.items()) or "none"
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "none"
     return str(value)
@@ -391,10 +391,13 @@ def _model(m: dict[str, Any], context: ReportContext) -> str:
     parts = []
     facts = [(label, m[key]) for key, label in (("epochs", "epochs trained"), ("monitor", "monitored metric"),
                                                 ("best_monitor_value", "best monitored value")) if key in m]
-    rows = [[f"<td>{_e(label)}</td>", _cell(label, value)] for label, value in facts]
+    rows = [[f"<td>{_e(label)}</td>", f"<td>{_e(format_value(label, value))}</td>"] for label, value in facts]
     rows += [[f"<td>{_e(k)}</td>", f"<td>{_e(v)}</td>"] for k, v in config_summary(context.config)]
     if "classes" in m:
         rows.append(["<td>classes</td>", f"<td>{_e(', '.join(map(str, m['classes'])))}</td>"])
+    if m.get("versions"):
+        rows.append(["<td>report made with</td>",
+                     f"<td>{_e(', '.join(f'{k} {v}' for k, v in m['versions'].items()))}</td>"])
     if rows:
         parts.append(_table([("setting", False), ("value", False)], rows))
     parts.append(_figure(context.images, "training_curves", "Loss, accuracy and macro-F1 per epoch; the dashed line "
@@ -406,7 +409,7 @@ def _model(m: dict[str, Any], context: ReportContext) -> str:
 
 
 def _glossary(m: dict[str, Any]) -> str:
-    items = "".join(f"<dt>{_e(name)}</dt><dd>{_e(text)}.</dd>" for _, name, text in SUMMARY)
+    items = "".join(f"<dt>{_e(name)}</dt><dd>{_e(text[0].upper() + text[1:])}.</dd>" for _, name, text in SUMMARY)
     extra = (
         "<dt>Precision, recall</dt><dd>Precision: of the images given a label, the share that are right. "
         "Recall: of the images of a class, the share given its label.</dd>"

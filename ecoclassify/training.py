@@ -19,7 +19,6 @@ import pandas as pd
 from ecoclassify.config import Config, load_config
 from ecoclassify.data.prepare import prepare_data
 from ecoclassify.errors import ConfigError, RunError
-from ecoclassify.metrics import headline_metrics
 from ecoclassify.trainer import fit_stages
 from ecoclassify.run import (
     BACKUP_DIR, CONFIG_FILE, EXCLUDED_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE, SPLITS_FILE,
@@ -129,6 +128,7 @@ def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.Data
     import keras
 
     from ecoclassify.data.pipeline import make_dataset
+    from ecoclassify.report import REPORT_DIR, write_report
 
     if (run_dir / MODEL_FILE).exists():
         model = keras.saving.load_model(run_dir / MODEL_FILE, safe_mode=True)
@@ -141,20 +141,25 @@ def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.Data
         "best_monitor_value": best,
         "split_counts": {name: int(len(frame)) for name, frame in frames.items()},
     }
+    history = pd.read_csv(run_dir / HISTORY_FILE) if (run_dir / HISTORY_FILE).exists() else pd.DataFrame()
     test = frames["test"]
     if len(test):
         dataset = make_dataset(test["filepath"], tuple(config.data.image_size), config.training.batch_size,
                                max_pixels=config.data.max_image_pixels)
         proba = model.predict(dataset, verbose=0)
         y_true = test["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
-        metrics["test"] = headline_metrics(y_true, proba, classes)
+        excluded = (pd.read_csv(run_dir / EXCLUDED_FILE, dtype=str, keep_default_na=False)
+                    if (run_dir / EXCLUDED_FILE).exists() else None)
+        report = write_report(run_dir / REPORT_DIR, y_true, proba, classes, test, history=history, config=config,
+                              splits=frames, facts=metrics, excluded=excluded)
+        metrics["test"] = report.summary  # flat numbers; the tables are in report/metrics.json
+        metrics["report"] = f"{REPORT_DIR}/report.html"
     else:
         metrics["test"] = None
     write_json(run_dir / METRICS_FILE, metrics)
     write_json(run_dir / STATE_FILE, {"completed_stages": len(config.training.stages or []),
                                       "next_epoch": epochs, "finished": True})
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # only needed to resume; can be large
-    history = pd.read_csv(run_dir / HISTORY_FILE) if (run_dir / HISTORY_FILE).exists() else pd.DataFrame()
     if metrics["test"]:
         t = metrics["test"]
         log.info("test set (%d images): accuracy %.3f, macro-F1 %.3f, mAP %s", t["n_images"], t["accuracy"],
