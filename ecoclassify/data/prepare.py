@@ -55,9 +55,10 @@ class PreparedData:
 
     def counts(self) -> pd.DataFrame:
         """Images per class (rows) and split (columns), with totals."""
-        if "split" not in self.samples.columns or self.samples.empty:
-            table = self.samples.groupby("label").size().to_frame("total") if len(self.samples) else pd.DataFrame()
-            return table
+        if self.samples.empty:
+            return pd.DataFrame()
+        if "split" not in self.samples.columns:  # the split could not be made (see errors)
+            return self.samples.groupby("label").size().to_frame("total")
         table = pd.crosstab(self.samples["label"], self.samples["split"]).reindex(columns=list(SPLITS), fill_value=0)
         table["total"] = table.sum(axis=1)
         table.index.name = "class"
