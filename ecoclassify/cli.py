@@ -17,6 +17,7 @@ import click
 from ecoclassify import __version__
 from ecoclassify._tf import quiet_tensorflow
 from ecoclassify.errors import EcoclassifyError
+from ecoclassify.progress import ProgressBar
 from ecoclassify.evaluate_cli import evaluate_command
 from ecoclassify.predict_cli import predict_command, sort_command
 from ecoclassify.tools_cli import export_command, init_command
@@ -48,27 +49,6 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-class _Progress:
-    """A click progress bar created on the first ``progress(advance, total)`` call of a library function."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.bar = None
-
-    def __call__(self, advance: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
-            self.bar.__enter__()
-        self.bar.update(advance)
-
-    def __enter__(self) -> "_Progress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ecoclassify")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and TensorFlow's log messages.")
@@ -94,7 +74,7 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
     from ecoclassify.validation import format_validation, validate as run_validate
 
     cfg = load_config(config, overrides)
-    with _Progress("scanning images") as progress:
+    with ProgressBar("scanning images") as progress:
         prepared = run_validate(cfg, progress=progress)
     click.echo(format_validation(prepared))
     if not prepared.ok:

@@ -7,28 +7,12 @@ the ``ecoclassify`` group like every other command.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
-
-class _LazyProgress:
-    """A click progress bar opened on the first ``progress(advance, total)`` call."""
-
-    def __init__(self, label: str) -> None:
-        self.label, self.bar = label, None
-
-    def __call__(self, advance: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
-            self.bar.__enter__()
-        self.bar.update(advance)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+from ecoclassify.progress import ProgressBar
 
 
 @click.command("evaluate")
@@ -66,14 +50,11 @@ def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Opti
     from ecoclassify.evaluation import evaluate
 
     quiet_tensorflow()
-    progress = _LazyProgress("checking images")
-    try:
+    with ProgressBar("checking images") as progress:
         result = evaluate(model, data, output, unknown_labels=unknown_labels, overwrite=overwrite, root=root,  # type: ignore[arg-type]
                           exclude_labels=exclude_labels, group_by=group_by,
                           target_precisions=list(target_precisions) or None, batch_size=batch_size,
                           progress=progress)
-    finally:
-        progress.close()
     click.echo(summary_text(result.metrics, result.output_dir))
 
 

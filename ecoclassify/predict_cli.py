@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
+
+from ecoclassify.progress import ProgressBar
 
 # Spelled out, not imported, so that `ecoclassify --help` does not load pandas and Pillow;
 # tests check they equal ecoclassify.predict_io.FORMATS, ecoclassify.sorting.MODES and
@@ -23,37 +22,6 @@ import click
 FORMATS = ("csv", "json", "md-json")
 MODES = ("copy", "symlink", "move")
 ENGINES = ("local", "dask")
-
-
-class _RateProgress:
-    """A click progress bar with images/s, created on the first ``progress(advance, total)`` call."""
-
-    def __init__(self, label: str, unit: str) -> None:
-        self.label = label
-        self.unit = unit
-        self.bar: Any = None
-        self.done = 0
-        self.started = time.perf_counter()
-
-    def __call__(self, advance: int, total: int) -> None:
-        if self.bar is None:
-            if total <= 0:
-                return
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True,
-                                         show_eta=True, item_show_func=lambda text: text)
-            self.bar.__enter__()
-            self.started = time.perf_counter()
-        self.done += advance
-        elapsed = time.perf_counter() - self.started
-        rate = f"{self.done / elapsed:.1f} {self.unit}/s" if elapsed > 0 and self.done else None
-        self.bar.update(advance, rate)
-
-    def __enter__(self) -> _RateProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 @contextlib.contextmanager
@@ -118,7 +86,7 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
         fmt = "json" if output.suffix.lower() == ".json" else "csv"
     limits = {} if max_pixels is None else {"max_pixels": max_pixels}  # None: the library's default
     quiet_tensorflow()
-    with _RateProgress("classifying", "img") as progress, _sigterm_as_ctrl_c():
+    with ProgressBar("classifying", "img") as progress, _sigterm_as_ctrl_c():
         frame = predict(model, list(inputs), output=output, batch_size=batch_size, top_k=top_k, threshold=threshold,
                         recursive=recursive, fmt=fmt, checkpoint_every=checkpoint_every, resume=resume,
                         overwrite=overwrite, sequence_gap=sequence_gap, allow_truncated=allow_truncated,
@@ -159,7 +127,7 @@ def sort_command(predictions: Path | None, dest: Path | None, mode: str, min_sco
         return
     if predictions is None or dest is None:
         raise click.UsageError("give PREDICTIONS and DEST, or --undo MANIFEST")
-    with _RateProgress(f"sorting ({mode})", "files") as progress:
+    with ProgressBar(f"sorting ({mode})", "files") as progress:
         plan = sort(predictions, dest, mode=mode, min_score=min_score, dry_run=dry_run, flat=flat,
                     by_sequence=by_sequence, manifest=manifest, progress=progress)
     folders = ", ".join(f"{key} {value}" for key, value in sorted(plan["folder"].value_counts().items()))
