@@ -21,20 +21,21 @@ def _preprocess(images: np.ndarray) -> np.ndarray:
     return (images.astype("float32") - 127.0) / 128.0  # Preprocessing mode "lite".
 
 
+def _shared_arrays(path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        pytest.skip(f"../shared/weights not present: {path} is needed for this test")
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 @pytest.fixture(scope="module")
 def state() -> dict[str, np.ndarray]:
-    if not STATE.exists():
-        pytest.skip(f"../shared/weights not present: {STATE} is needed for this test")
-    with np.load(STATE, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+    return _shared_arrays(STATE)
 
 
 @pytest.fixture(scope="module")
 def check() -> dict[str, np.ndarray]:
-    if not CHECK.exists():
-        pytest.skip(f"../shared/weights not present: {CHECK} is needed for this test")
-    with np.load(CHECK, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+    return _shared_arrays(CHECK)
 
 
 @pytest.fixture(scope="module")
