@@ -37,7 +37,6 @@ import gc
 import json
 import logging
 import os
-import pickle
 import resource
 import shlex
 import sys
@@ -70,7 +69,7 @@ from ecoclassify.training import train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import textbook_recipe  # noqa: E402
-from quality_report import Context, Entry, Result, render  # noqa: E402
+from quality_report import Context, Entry, Result, load_results, render, save_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -323,7 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="markdown report (default bench/results/quality.md, "
                         "or WORK_DIR/quality-quick.md with --quick)")
     parser.add_argument("--report-only", action="store_true",
-                        help="render the report again from WORK_DIR/quality-results.pkl without training")
+                        help="render the report again from WORK_DIR/quality-results.json without training")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.output = args.output or (args.work_dir / "quality-quick.md" if args.quick else REPO / "bench/results/quality.md")
@@ -373,17 +372,15 @@ def run_all(args: argparse.Namespace, textbook: Textbook, probes: list[LinearPro
                     report_line(results[-1], "scikit-learn LogisticRegression(class_weight='balanced')")
                 keras.backend.clear_session()
                 gc.collect()
-            with open(saved, "wb") as handle:
-                pickle.dump((results, splits, None), handle)
+            save_results(saved, results, splits, None)
     return results, splits, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    saved = args.work_dir / "quality-results.pkl"
+    saved = args.work_dir / "quality-results.json"
     if args.report_only:
-        with open(saved, "rb") as handle:
-            results, splits, context = pickle.load(handle)
+        results, splits, context = load_results(saved)
     else:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         started, wall, cpu, load = datetime.now(), time.perf_counter(), cpu_seconds(), os.getloadavg()
@@ -405,8 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             vgg16_size=args.size or args.vgg16_size, epochs=epochs_text(args, textbook), skipped=skipped,
             wall_s=time.perf_counter() - wall, cpu_s=cpu_seconds() - cpu, textbook_shared_cpu_s=textbook.shared_s[1],
             equivalence=textbook.equivalence, features_match=textbook.features_match, load_at_start=load)
-        with open(saved, "wb") as handle:
-            pickle.dump((results, splits, context), handle)
+        save_results(saved, results, splits, context)
     finetune_epochs = {e.key: load_config(CONFIGS / e.config, overrides(e, "stratified", 0, args)).training.stages[-1].epochs
                        for e in ENTRIES if e.key.endswith("finetune")}
     text = render(results, splits, ENTRIES, context, finetune_epochs)

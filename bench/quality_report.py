@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -80,6 +82,36 @@ class Context:
     features_match: float | None
     #: ``os.getloadavg()`` when the run started: whether other jobs shared the cores.
     load_at_start: tuple[float, float, float] | None = None
+
+
+def save_results(path: Path, results: list[Result], splits: dict[tuple[str, int], pd.DataFrame],
+                 context: Context | None) -> None:
+    """Write everything the report needs as JSON (no pickle: results must load without running code)."""
+    payload = {
+        "results": [{**dataclasses.asdict(r), "y_true": r.y_true.tolist(), "proba": r.proba.tolist()} for r in results],
+        "splits": [{"policy": policy, "seed": seed, "rows": frame.to_dict(orient="list")}
+                   for (policy, seed), frame in splits.items()],
+        "context": dataclasses.asdict(context) if context else None,
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, default=float))
+    temporary.replace(path)
+
+
+def load_results(path: Path) -> tuple[list[Result], dict[tuple[str, int], pd.DataFrame], Context | None]:
+    """The inverse of :func:`save_results`."""
+    payload = json.loads(path.read_text())
+    results = []
+    for item in payload["results"]:
+        item["y_true"] = np.asarray(item["y_true"], dtype=int)
+        item["proba"] = np.asarray(item["proba"], dtype="float64")
+        results.append(Result(**item))
+    splits = {(item["policy"], item["seed"]): pd.DataFrame(item["rows"]) for item in payload["splits"]}
+    context = payload["context"]
+    if context is not None:
+        context["skipped"] = {p: {int(s): why for s, why in d.items()} for p, d in context["skipped"].items()}
+        context = Context(**context)
+    return results, splits, context
 
 
 def mean_sd(values: Sequence[float]) -> str:
@@ -294,7 +326,7 @@ def render(results: list[Result], splits: dict[tuple[str, int], pd.DataFrame], e
     checks = [r.check for r in results if r.check]
     worst_f1 = max((c["f1_diff"] for c in checks), default=float("nan"))
     worst_map = max((c["map_diff"] for c in checks), default=float("nan"))
-    skipped = "; ".join(f"{POLICY_TITLES[p]} seed {s}: {why}" for p, d in context.skipped.items() for s, why in d.items())
+    skipped = "; ".join(f"{POLICY_TITLES[p]} seed {s}: {why.rstrip('.')}" for p, d in context.skipped.items() for s, why in d.items())
     seeds = ", ".join(f"{POLICY_TITLES[p]} {sorted({r.seed for r in results if r.policy == p})}" for p in policies)
     text = f"""# Model quality on real camera-trap images
 
