@@ -246,8 +246,6 @@ def goals(results: list[Result], policies: list[str]) -> str:
 
 def _history_at_best(run_dir: Path) -> tuple[pd.Series, int, int] | None:
     """The history row of the epoch ``metrics.json`` names as best, its index and the number of epochs."""
-    import json
-
     if not (run_dir / "history.csv").is_file():
         return None
     history = pd.read_csv(run_dir / "history.csv")
