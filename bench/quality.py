@@ -280,9 +280,10 @@ def lite0_pooled(weights: Path, size: int, images: Images):
     """A function computing pooled EfficientNet-Lite0 features (ImageNet weights) for paths."""
     def compute(paths: list[str]) -> np.ndarray:
         from ecoclassify.models.efficientnet_lite import build_efficientnet_lite0
+        from ecoclassify.models.layers import BackbonePreprocessing
 
         backbone = build_efficientnet_lite0((size, size, 3), weights)
-        pixels = (images.get(paths, (size, size)).astype("float32") - 127.0) / 128.0
+        pixels = BackbonePreprocessing("lite")(images.get(paths, (size, size)).astype("float32"))
         return backbone.predict(pixels, batch_size=32, verbose=0).mean(axis=(1, 2))
     return compute
 
