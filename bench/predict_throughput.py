@@ -41,12 +41,12 @@ from ecoclassify._tf import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 
-from ecoclassify.benchmark import _timed, write_frames  # noqa: E402
+from ecoclassify.benchmarking import _timed, write_frames  # noqa: E402
 from ecoclassify.config import Config  # noqa: E402
 from ecoclassify.data.images import load_rgb  # noqa: E402
 from ecoclassify.models.build import build_model  # noqa: E402
 from ecoclassify.models.io import load_classifier  # noqa: E402
-from ecoclassify.prediction import predict  # noqa: E402
+from ecoclassify.prediction.labelling import predict  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "camera-traps"
 SIZE = 224
@@ -117,7 +117,7 @@ def measure(backbone: str, frames: Path, scratch: Path) -> dict[str, float]:
 
 RSS_SCRIPT = """
 import resource, sys
-from ecoclassify.prediction import predict
+from ecoclassify.prediction.labelling import predict
 predict(sys.argv[1], sys.argv[2], batch_size=32)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

@@ -65,7 +65,7 @@ import keras  # noqa: E402
 from ecoclassify.config import load_config  # noqa: E402
 from ecoclassify.data.images import load_rgb  # noqa: E402
 from ecoclassify.data.prepare import prepare_data  # noqa: E402
-from ecoclassify.training import train  # noqa: E402
+from ecoclassify.training.session import train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import textbook_recipe  # noqa: E402

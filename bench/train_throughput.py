@@ -36,7 +36,7 @@ import keras  # noqa: E402
 from ecoclassify.config import Config  # noqa: E402
 from ecoclassify.data.pipeline import make_dataset  # noqa: E402
 from ecoclassify.models.build import build_model  # noqa: E402
-from ecoclassify.training import train  # noqa: E402
+from ecoclassify.training.session import train  # noqa: E402
 
 CLASSES = {"a": (150, 90, 40), "b": (40, 90, 160), "c": (60, 150, 60)}
 

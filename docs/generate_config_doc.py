@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ecoclassify.configdoc import missing_descriptions, render_config_reference
-from ecoclassify.run import write_text
+from ecoclassify.config.reference import missing_descriptions, render_config_reference
+from ecoclassify.files import write_text
 
 DOC = Path(__file__).resolve().parent / "config.md"
 

@@ -19,14 +19,12 @@ import pandas as pd
 
 from ecoclassify.config import Config, DataConfig, load_config
 from ecoclassify.errors import ConfigError, DataError, RunError
-from ecoclassify.run import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, new_run_dir
+from ecoclassify.files import CONFIG_FILE, EVALUATIONS_DIR, HISTORY_FILE, HTML_FILE, MODEL_FILE, PREDICTIONS_FILE
+from ecoclassify.run import new_run_dir
 
 log = logging.getLogger(__name__)
 
-#: Where evaluations go by default, inside the run folder (or beside the ``.keras`` file).
-EVALUATIONS_DIR = "evaluations"
 UNKNOWN_LABEL_POLICIES = ("error", "other")
-PREDICTIONS_FILE = "predictions.csv"
 
 DataSpec = Union[DataConfig, Mapping[str, Any], str, Path]
 
@@ -56,7 +54,7 @@ class EvaluationResult:
     @property
     def report_path(self) -> Path:
         """``report.html`` of this evaluation."""
-        return self.output_dir / "report.html"
+        return self.output_dir / HTML_FILE
 
 
 def evaluate(
@@ -167,7 +165,14 @@ def evaluate(
         reasons = ", ".join(f"{n} {r}" for r, n in excluded["error"].value_counts().items())
         raise DataError(f"none of the {len(scanned)} images in {_describe(data_config)} can be read ({reasons})")
 
-    proba = _predict(classifier, usable["filepath"].tolist(), batch_size, data_config.max_image_pixels)
+    proba, late = _predict(classifier, usable["filepath"].tolist(), batch_size, data_config.max_image_pixels)
+    if late.any():  # read at the check, unreadable now (changed or removed meanwhile): listed too
+        excluded = pd.concat([excluded, usable.loc[late, ["filepath", "label"]].assign(
+            error="changed_since_check", detail="readable when the images were checked, not when classified")],
+            ignore_index=True)
+        usable, proba = usable[~late].reset_index(drop=True), proba[~late]
+        if usable.empty:
+            raise DataError(f"none of the images in {_describe(data_config)} could be classified")
     if not_predicted:
         proba = np.hstack([proba, np.zeros((len(proba), len(not_predicted)), dtype=proba.dtype)])
     index = {name: i for i, name in enumerate(eval_classes)}
@@ -175,7 +180,7 @@ def evaluate(
 
     if out_dir is None:
         out_dir = new_run_dir(run_dir / EVALUATIONS_DIR, _data_name(data_config))
-    from ecoclassify.report import write_report
+    from ecoclassify.report.writer import write_report
 
     history = pd.read_csv(run_dir / HISTORY_FILE) if (run_dir / HISTORY_FILE).is_file() else None
     facts = {
@@ -248,11 +253,19 @@ def _check_output(output: Union[str, Path, None], overwrite: bool) -> Optional[P
     return out  # created by the report writer, so a failed evaluation leaves no empty folder
 
 
-def _predict(classifier: Any, paths: list[str], batch_size: int, max_pixels: int) -> np.ndarray:
-    from ecoclassify.data.pipeline import make_dataset
+def _predict(classifier: Any, paths: list[str], batch_size: int, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities for ``paths`` through predict's own decoder and batching, and which files failed."""
+    from ecoclassify.prediction.options import PredictOptions
+    from ecoclassify.prediction.runner import classify_files
 
-    dataset = make_dataset(paths, classifier.image_size, batch_size, max_pixels=max_pixels, cache=False)
-    return np.asarray(classifier.model.predict(dataset, verbose=0), dtype=np.float64)
+    rows = classify_files(classifier, [Path(p) for p in paths], PredictOptions(batch_size=batch_size,
+                                                                            max_pixels=max_pixels))
+    failed = np.array([row.probs is None for row in rows], dtype=bool)
+    proba = np.zeros((len(rows), len(classifier.classes)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if row.probs is not None:
+            proba[i] = row.probs
+    return proba, failed
 
 
 def _run_config(run_dir: Path) -> Optional[Config]:

@@ -29,7 +29,10 @@ import numpy as np
 import pandas as pd
 
 from ecoclassify.errors import ConfigError, DataError, ModelError, RunError
-from ecoclassify.run import SPLITS_FILE, atomic_write, usual_permissions, write_json, write_text
+from ecoclassify.files import (
+    EXPORT_DIR, LABELS_FILE, LABELS_TXT, SAVED_MODEL_DIR, SPLITS_FILE, TFLITE_FILE, atomic_write,
+    usual_permissions, write_json, write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,6 @@ FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("float16", "int8")
 #: Most training images used to calibrate ``int8`` activations.
 REPRESENTATIVE_IMAGES = 100
-EXPORT_DIR = "export"
-TFLITE_FILE = "model.tflite"
-SAVED_MODEL_DIR = "saved_model"
-LABELS_JSON = "labels.json"
-LABELS_TXT = "labels.txt"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 
@@ -245,7 +243,7 @@ def export(run_dir: Path | str, fmt: str, quantize: Optional[str] = None, output
             batch = 1
             flatbuffer = _convert_tflite(classifier.model, quantize, calibration)
             atomic_write(staging / TFLITE_FILE, lambda tmp: tmp.write_bytes(flatbuffer))
-        write_json(staging / LABELS_JSON, _labels(classifier, fmt, quantize, batch,
+        write_json(staging / LABELS_FILE, _labels(classifier, fmt, quantize, batch,
                                                        0 if calibration is None else len(calibration)))
         write_text(staging / LABELS_TXT, "".join(f"{name}\n" for name in classifier.classes))
         usual_permissions(staging)

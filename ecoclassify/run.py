@@ -1,55 +1,23 @@
-"""The run folder, ecoclassify's unit of reproducibility, and atomic file writes.
+"""The run folder, ecoclassify's unit of reproducibility.
 
 ``output_dir/<name>-<YYYYmmdd-HHMMSS>/`` holds ``config.yaml`` (resolved, with versions),
 ``labels.json``, ``splits.csv``, ``excluded.csv``, ``model.keras`` (best epoch),
-``history.csv``, ``metrics.json`` and later the report. A run folder is never reused:
-a second run in the same second gets a ``-2`` suffix. Every file is written to a temporary
-sibling and renamed, so a crash never leaves a half-written file behind.
+``history.csv``, ``metrics.json`` and later the report (file names: :mod:`ecoclassify.files`).
+A run folder is never reused: a second run in the same second gets a ``-2`` suffix.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
 from ecoclassify.errors import RunError
-
-CONFIG_FILE = "config.yaml"
-LABELS_FILE = "labels.json"
-SPLITS_FILE = "splits.csv"
-EXCLUDED_FILE = "excluded.csv"
-MODEL_FILE = "model.keras"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
-STATE_FILE = "state.json"
-BACKUP_DIR = "backup"
-
-
-def _read_umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-# Read once, at import: os.umask can only be read by setting it, and that is process-wide
-# (decoding threads may be creating files meanwhile).
-_UMASK = _read_umask()
-
-
-def usual_permissions(path: Path) -> None:
-    """Give ``path`` (and, for a folder, everything in it) the permissions a plain ``open`` or
-    ``mkdir`` would: ``mkstemp``/``mkdtemp`` make private ones, and results are meant to be shared."""
-    path = Path(path)
-    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
-        item.chmod((0o777 if item.is_dir() else 0o666) & ~_UMASK)
+from ecoclassify.files import CONFIG_FILE, MODEL_FILE
 
 
 def new_run_dir(output_dir: Path, name: str, now: Optional[datetime] = None) -> Path:
@@ -64,43 +32,6 @@ def new_run_dir(output_dir: Path, name: str, now: Optional[datetime] = None) -> 
         except FileExistsError:
             continue
     raise RunError(f"cannot create a new run folder in {output_dir}: too many runs named {name}-{stamp}")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary sibling of ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically."""
-    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    """Write a DataFrame as CSV (no index) atomically."""
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file written by :func:`write_json`."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def provenance() -> dict[str, str]:

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ecoclassify.cli import main
+from ecoclassify.cli.app import main
 from ecoclassify.config import Config
 from ecoclassify.errors import DataError, RunError
-from ecoclassify.evaluate_cli import evaluate_command
+from ecoclassify.cli.evaluate_command import evaluate_command
 from ecoclassify.evaluation import evaluate
-from ecoclassify.training import train
+from ecoclassify.training.session import train
 
 pytestmark = pytest.mark.slow
 
@@ -199,3 +199,19 @@ def test_the_evaluate_command_rejects_a_folder_that_is_not_a_model(tmp_path, new
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "empty"), "--data", str(new_site)])
     assert result.exit_code == 1 and "run folder containing model.keras" in result.output
+
+
+def test_evaluate_reports_exactly_the_probabilities_predict_writes_for_the_same_files(run_dir, new_site, tmp_path):
+    from ecoclassify.prediction.labelling import predict
+
+    result = evaluate(run_dir, new_site, batch_size=4)
+    predicted = predict(run_dir, new_site, batch_size=4).set_index("filepath")
+    evaluated = result.predictions
+    assert len(evaluated) == 12  # the unreadable file is in excluded.csv, not here
+    classes = result.classes
+    for row in evaluated.itertuples(index=False):
+        relative = Path(row.filepath).relative_to(new_site).as_posix()
+        expected = [predicted.loc[relative, f"prob_{name}"] for name in classes]
+        got = [getattr(row, f"p_{name}") for name in classes]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=5e-7)  # predict rounds to 6 decimals
+        assert row.predicted_label == predicted.loc[relative, "label"]

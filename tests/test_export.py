@@ -14,13 +14,13 @@ import tensorflow as tf
 from click.testing import CliRunner
 from PIL import Image
 
-from ecoclassify.cli import main
+from ecoclassify.cli.app import main
 from ecoclassify.config import Config
 from ecoclassify.errors import ConfigError, DataError, RunError
 from ecoclassify.exporting import FORMATS, QUANTIZATIONS, default_output, export, representative_images
 from ecoclassify.models.io import load_classifier
-from ecoclassify.tools_cli import export_command, init_command
-from ecoclassify.training import train
+from ecoclassify.cli.tool_commands import export_command, init_command
+from ecoclassify.training.session import train
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,10 @@ config can be checked anywhere, instantly, before TensorFlow is imported.
 
 One module per group of sections: :mod:`.data` (``experiment``, ``data``), :mod:`.model`
 (``model``, ``augmentation``), :mod:`.training` (``training``, ``report``) and
-:mod:`.loading` (the whole :class:`Config`, overrides, files).
+:mod:`.loading` (the whole :class:`Config`, overrides, files). Beside them: :mod:`.backbones`
+(the backbones a config can name), :mod:`.yamlio` (safe YAML), :mod:`.errors` (error messages
+naming the key), :mod:`.reference` (the generated config reference) and :mod:`.starter`
+(``ecoclassify init``).
 """
 
 from ecoclassify.config.base import Section

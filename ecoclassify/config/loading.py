@@ -11,10 +11,10 @@ from ecoclassify.config.base import Section
 from ecoclassify.config.data import DataConfig, ExperimentConfig
 from ecoclassify.config.model import AugmentationConfig, ModelConfig
 from ecoclassify.config.training import FromLayer, ReportConfig, StageConfig, TrainingConfig
-from ecoclassify.configerrors import raise_config_error
+from ecoclassify.config.errors import raise_config_error
 from ecoclassify.errors import ConfigError
-from ecoclassify.models.registry import get_backbone
-from ecoclassify.yamlio import dump_yaml, load_yaml_file, load_yaml_text
+from ecoclassify.config.backbones import get_backbone
+from ecoclassify.config.yamlio import dump_yaml, load_yaml_file, load_yaml_text
 
 
 class Config(Section):

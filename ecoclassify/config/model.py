@@ -8,7 +8,8 @@ from typing import Any, Literal, Union
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ecoclassify.config.base import Section, _resolve
-from ecoclassify.models.registry import get_backbone, list_backbones, unknown_choice_message
+from ecoclassify.config.backbones import get_backbone, list_backbones
+from ecoclassify.config.errors import unknown_choice_message
 
 class HeadConfig(Section):
     """``model.head``: the classifier put on top of the pooled backbone features."""

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from ecoclassify.config.base import Section
-from ecoclassify.models.registry import unknown_choice_message
+from ecoclassify.config.errors import unknown_choice_message
 
 #: Metrics the trainer logs each epoch; ``training.monitor`` must name one of them.
 LOGGED_METRICS = ("val_macro_f1", "val_accuracy", "val_loss", "macro_f1", "accuracy", "loss")

@@ -20,134 +20,18 @@ list the registered backbones without paying for a TensorFlow import.
 
 from __future__ import annotations
 
-import re
-import urllib.error
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecoclassify.errors import ConfigError, ModelError
-from ecoclassify.models.registry import get_backbone, register_backbone
+from ecoclassify.config.backbones import get_backbone
+from ecoclassify.models.registry import register_backbone
+from ecoclassify.models.weights import (
+    _is_download_failure, _keras_models_dir, check_input_shape, check_weights_path, load_weights_file, short_reason,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
-
-
-def check_input_shape(backbone: str, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Return ``input_shape`` as a tuple, or raise ``ModelError`` unless it is ``(h, w, 3)`` with
-    both sides at least the backbone's ``min_size``."""
-    spec = get_backbone(backbone)
-    shape = tuple(input_shape)
-    valid = (
-        len(shape) == 3
-        and all(isinstance(d, int) for d in shape)
-        and shape[2] == 3
-        and min(shape[:2]) >= spec.min_size
-    )
-    if not valid:
-        raise ModelError(
-            f"input_shape for backbone {backbone!r} must be (height, width, 3) with height and "
-            f"width >= {spec.min_size}. Received: input_shape={tuple(input_shape)!r}"
-        )
-    return shape  # type: ignore[return-value]
-
-
-def check_weights_path(path: str | Path, backbone: str, formats: tuple[str, ...]) -> Path:
-    """Check that a weights file exists and has one of ``formats`` as suffix; return it ``~``-expanded.
-
-    Called before building so that a typo fails fast. Raises ``ModelError`` naming the path.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(
-            f"model.weights for backbone {backbone!r} must be 'imagenet' (where available), null (random "
-            f"initialisation) or the path of an existing weights file; no such file. Received: model.weights='{path}'"
-        )
-    if not path.name.endswith(tuple(formats)):
-        raise ModelError(
-            f"model.weights for backbone {backbone!r} must be a file ending in {', '.join(formats)}. "
-            f"Received: model.weights='{path}'"
-        )
-    return path
-
-
-def load_weights_file(model: "keras.Model", path: str | Path, backbone: str, formats: tuple[str, ...]) -> None:
-    """Load a local weights file into ``model``, turning every failure into a ``ModelError``.
-
-    Args:
-        model: The freshly built backbone (random weights).
-        path: Weights file; its suffix must be one of ``formats``.
-        backbone: Backbone name, used in messages.
-        formats: Accepted file suffixes, e.g. ``(".weights.h5", ".h5")``.
-
-    Raises:
-        ModelError: The file is missing, has an unsupported suffix or does not fit the model;
-            the message names the path, the backbone and the reason.
-    """
-    path = check_weights_path(path, backbone, formats)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(str(path))
-            reason = _partial_load_reason(model, path, caught)
-        except Exception as exc:  # Keras raises ValueError, OSError, KeyError... for a wrong file.
-            raise ModelError(
-                f"The weights file '{path}' does not fit backbone {backbone!r}: {short_reason(exc)}"
-            ) from exc
-    if reason:
-        raise ModelError(f"The weights file '{path}' does not fit backbone {backbone!r}: {reason}")
-    for warning in caught:
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-
-
-def _partial_load_reason(model: "keras.Model", path: Path, caught: list[warnings.WarningMessage]) -> str:
-    # Keras only warns when part of a file matches and ignores surplus arrays, which would
-    # leave a silently half-random or wrong backbone.
-    if any("freshly-initialized" in str(warning.message) for warning in caught):
-        return "some layers found no weights in the file"
-    if path.name.endswith(".weights.h5"):
-        import h5py
-
-        arrays: list[str] = []
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda key, obj: arrays.append(key) if isinstance(obj, h5py.Dataset) else None)
-        if len(arrays) > len(model.weights):
-            return (
-                f"the file holds {len(arrays)} arrays but the backbone has {len(model.weights)} weights, "
-                "so it was saved from a different (larger) architecture or configuration"
-            )
-    return ""
-
-
-def short_reason(exc: BaseException, limit: int = 300) -> str:
-    """One line describing ``exc``: Keras messages can embed whole tensors, so keep the head."""
-    text = str(exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = lines[0] if lines else type(exc).__name__
-    # A shape mismatch is the most useful detail and sits past the first line.
-    shapes = re.search(r"variable\.shape=\([^)]*\), Received: value\.shape=\([^)]*\)", text)
-    if shapes and shapes.group(0) not in reason:
-        reason += f" ({shapes.group(0)})"
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
-def _is_download_failure(exc: BaseException) -> bool:
-    # keras.utils.get_file wraps URLError/HTTPError in a bare Exception("URL fetch failure ...")
-    # and raises ValueError when a downloaded or cached file fails its hash check.
-    if isinstance(exc, (urllib.error.URLError, OSError, TimeoutError)):
-        return True
-    text = str(exc)
-    return "URL fetch failure" in text or "file hash does not match" in text
-
-
-def _keras_models_dir() -> str:
-    """Where ``keras.utils.get_file`` caches downloads (it honours ``KERAS_HOME``)."""
-    try:
-        from keras.src.backend.config import keras_home  # Private, hence the fallback.
-
-        return str(Path(keras_home()) / "models")
-    except ImportError:  # pragma: no cover
-        return str(Path("~/.keras/models").expanduser())
 
 
 def _build_application(
@@ -186,11 +70,7 @@ def _build_application(
     return model
 
 
-@register_backbone(
-    "vgg16", default_size=224, min_size=32, preprocessing="caffe",
-    boundaries={"block4": "block4_conv1", "block5": "block5_conv1"}, fine_tune_from="block5_conv1",
-    description="VGG16 (14.7 M parameters): plain 3x3 convolutions, robust but heavy.",
-)
+@register_backbone("vgg16")
 def build_vgg16(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the VGG16 convolutional base (input: caffe-preprocessed BGR minus ImageNet mean)."""
     return _build_application(
@@ -199,11 +79,7 @@ def build_vgg16(input_shape: tuple[int, int, int], weights: str | Path | None, o
     )
 
 
-@register_backbone(
-    "vgg19", default_size=224, min_size=32, preprocessing="caffe",
-    boundaries={"block4": "block4_conv1", "block5": "block5_conv1"}, fine_tune_from="block5_conv1",
-    description="VGG19 (20.0 M parameters): VGG16 with three more convolutions.",
-)
+@register_backbone("vgg19")
 def build_vgg19(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the VGG19 convolutional base (input: caffe-preprocessed)."""
     return _build_application(
@@ -212,12 +88,7 @@ def build_vgg19(input_shape: tuple[int, int, int], weights: str | Path | None, o
     )
 
 
-@register_backbone(
-    "resnet50", default_size=224, min_size=32, preprocessing="caffe",
-    boundaries={"conv4": "conv4_block1_1_conv", "conv5": "conv5_block1_1_conv"},
-    fine_tune_from="conv5_block1_1_conv",
-    description="ResNet50 (23.5 M parameters): residual network, a strong general baseline.",
-)
+@register_backbone("resnet50")
 def build_resnet50(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the ResNet50 convolutional base (input: caffe-preprocessed)."""
     return _build_application(
@@ -226,13 +97,7 @@ def build_resnet50(input_shape: tuple[int, int, int], weights: str | Path | None
     )
 
 
-@register_backbone(
-    "mobilenet_v2", default_size=224, min_size=32, preprocessing="tf",
-    # Blocks 13-16 are the last two stages (160 and 320 channels at 1/32 resolution).
-    boundaries={"block_13": "block_13_expand", "block_16": "block_16_expand", "top": "Conv_1"},
-    fine_tune_from="block_13_expand",
-    description="MobileNetV2 (2.2 M parameters): small and fast, good on CPU.",
-)
+@register_backbone("mobilenet_v2")
 def build_mobilenet_v2(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the MobileNetV2 (alpha 1.0) convolutional base (input: x / 127.5 - 1)."""
     # Keras ships ImageNet files for these sides only and falls back to the 224 one otherwise.
@@ -243,13 +108,7 @@ def build_mobilenet_v2(input_shape: tuple[int, int, int], weights: str | Path | 
     )
 
 
-@register_backbone(
-    "mobilenet_v3_large", default_size=224, min_size=32, preprocessing="none",
-    # expanded_conv_12..14 form the last (160-channel) stage; conv_1 is the 960-channel head.
-    boundaries={"stage_112": "expanded_conv_10_expand", "stage_160": "expanded_conv_12_expand", "top": "conv_1"},
-    fine_tune_from="expanded_conv_12_expand",
-    description="MobileNetV3-Large (3.0 M parameters): fast on CPU; rescales 0..255 input itself.",
-)
+@register_backbone("mobilenet_v3_large")
 def build_mobilenet_v3_large(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the MobileNetV3-Large base, including its own rescaling layer (input: raw 0..255)."""
     return _build_application(
@@ -258,13 +117,7 @@ def build_mobilenet_v3_large(input_shape: tuple[int, int, int], weights: str | P
     )
 
 
-@register_backbone(
-    "efficientnet_b0", default_size=224, min_size=32, preprocessing="none",
-    boundaries={"stage5": "block5a_expand_conv", "stage6": "block6a_expand_conv",
-                "stage7": "block7a_expand_conv", "top": "top_conv"},
-    fine_tune_from="block6a_expand_conv",
-    description="EfficientNet-B0 (4.0 M parameters): accurate for its size; normalises 0..255 input itself.",
-)
+@register_backbone("efficientnet_b0")
 def build_efficientnet_b0(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the EfficientNet-B0 base, including its own normalisation (input: raw 0..255)."""
     model = _build_application(
@@ -296,12 +149,7 @@ def _fix_imagenet_normalization(model: "keras.Model") -> None:
             return
 
 
-@register_backbone(
-    "efficientnet_v2_s", default_size=384, min_size=32, preprocessing="none",
-    boundaries={"stage5": "block5a_expand_conv", "stage6": "block6a_expand_conv", "top": "top_conv"},
-    fine_tune_from="block6a_expand_conv",
-    description="EfficientNetV2-S (20.2 M parameters): accurate, slower; rescales 0..255 input itself.",
-)
+@register_backbone("efficientnet_v2_s")
 def build_efficientnet_v2_s(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the EfficientNetV2-S base, including its own rescaling layer (input: raw 0..255)."""
     return _build_application(
@@ -310,13 +158,7 @@ def build_efficientnet_v2_s(input_shape: tuple[int, int, int], weights: str | Pa
     )
 
 
-@register_backbone(
-    "convnext_tiny", default_size=224, min_size=32, preprocessing="none",
-    # Each downsampling layer opens a stage; stage 3 is the last one (768 channels).
-    boundaries={"stage_2": "convnext_tiny_downsampling_block_1", "stage_3": "convnext_tiny_downsampling_block_2"},
-    fine_tune_from="convnext_tiny_downsampling_block_2",
-    description="ConvNeXt-Tiny (27.8 M parameters): modern and accurate; normalises 0..255 input itself.",
-)
+@register_backbone("convnext_tiny")
 def build_convnext_tiny(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build the ConvNeXt-Tiny base, including its own normalisation (input: raw 0..255)."""
     return _build_application(
@@ -339,10 +181,7 @@ def _custom_option(options: Any, name: str) -> Any:
 
 # fine_tune_from is None because the last block's name depends on options.filters; boundaries
 # are empty for the same reason. A from-scratch network is trained whole anyway.
-@register_backbone(
-    "custom_cnn", default_size=128, min_size=32, preprocessing="unit", boundaries={}, fine_tune_from=None,
-    imagenet=False, description="Small VGG-style CNN trained from scratch; blocks, filters and dropout set by its options.",
-)
+@register_backbone("custom_cnn")
 def build_custom_cnn(input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None) -> "keras.Model":
     """Build a small VGG-style CNN: per block, convolutions, 2x2 max-pool, optional dropout.
 
@@ -410,7 +249,3 @@ def build_custom_cnn(input_shape: tuple[int, int, int], weights: str | Path | No
     if weights is not None:
         load_weights_file(model, weights, "custom_cnn", formats)
     return model
-
-
-# Registers efficientnet_lite0 (kept in its own module: it is a full architecture, not a wrapper).
-from ecoclassify.models import efficientnet_lite  # noqa: E402,F401

@@ -11,7 +11,8 @@ import keras
 
 from ecoclassify.config import Config
 from ecoclassify.models.layers import BackbonePreprocessing, build_augmentation
-from ecoclassify.models.registry import get_backbone
+from ecoclassify.config.backbones import get_backbone
+from ecoclassify.models.registry import build_backbone
 
 BACKBONE = "backbone"
 
@@ -48,7 +49,7 @@ def build_model(config: Config, num_classes: int) -> keras.Model:
     if augmentation is not None:
         x = augmentation(x)
     x = BackbonePreprocessing(spec.preprocessing, name="preprocess")(x)
-    backbone = spec.builder((height, width, 3), config.model.weights_arg, config.model.custom_cnn)
+    backbone = build_backbone(spec.name, (height, width, 3), config.model.weights_arg, config.model.custom_cnn)
     backbone.name = BACKBONE
     x = backbone(x, training=False if uses_pretrained_batchnorm(config) else None)
     head = config.model.head

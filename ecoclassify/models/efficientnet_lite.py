@@ -73,25 +73,7 @@ def _blocks() -> Iterator[_Block]:
 # Stage 7 alone is a single block, too little to adapt to camera-trap classes, while also
 # unfreezing stage 5 would retrain mid-level features that a few hundred images cannot
 # improve. It matches the block6a choice for efficientnet_b0.
-@register_backbone(
-    "efficientnet_lite0",
-    default_size=224,
-    min_size=32,
-    preprocessing="lite",
-    boundaries={
-        "stage5": "block5a_expand_conv",
-        "stage6": "block6a_expand_conv",
-        "stage7": "block7a_expand_conv",
-        "top": "top_conv",
-    },
-    fine_tune_from="block6a_expand_conv",
-    weight_formats=_WEIGHT_FORMATS,
-    # Genuine ImageNet weights exist, but only as a local .npz state file: Keras has no
-    # download, so the config refuses `weights: imagenet` and names the file to pass instead.
-    imagenet=False,
-    pretrained_file="efficientnet_lite0_imagenet_state.npz",
-    description="EfficientNet-Lite0 (3.4 M parameters): ImageNet weights from a local .npz; fast on CPU.",
-)
+@register_backbone("efficientnet_lite0")
 def build_efficientnet_lite0(
     input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None
 ) -> "keras.Model":
@@ -111,7 +93,7 @@ def build_efficientnet_lite0(
     Raises:
         ModelError: ``weights="imagenet"``, a bad input shape or an unusable weights file.
     """
-    from ecoclassify.models.backbones import check_input_shape, check_weights_path, load_weights_file
+    from ecoclassify.models.weights import check_input_shape, check_weights_path, load_weights_file
 
     if isinstance(weights, str) and weights == "imagenet":
         raise ModelError(

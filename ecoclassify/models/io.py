@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ecoclassify.errors import ModelError
-from ecoclassify.run import LABELS_FILE, MODEL_FILE
+from ecoclassify.files import LABELS_FILE, MODEL_FILE
 
 
 @dataclass

@@ -1,125 +1,68 @@
-"""Backbone registry: a decorator plus a name -> spec mapping.
+"""Backbone builders by name: a decorator plus a name -> builder mapping.
 
-Importing this module (and the modules that register backbones) never imports
-TensorFlow: builders import Keras when called. That keeps config validation and
-``ecoclassify --help`` fast, and lets the config check backbone names before any
-TensorFlow work starts.
+The facts about each backbone (sizes, preprocessing, boundaries) are plain data in
+:mod:`ecoclassify.config.backbones`, so configs are checked without the model code; the
+builders that make the networks register here. This module imports nothing of ``models/``:
+the built-in builders register when :mod:`ecoclassify.models` is imported, and importing them
+never imports TensorFlow (builders import Keras when called).
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable
 
-from ecoclassify.errors import ConfigError
+from ecoclassify.config.backbones import BACKBONES, get_backbone, list_backbones
+from ecoclassify.errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
     import pandas
 
-#: How raw 0..255 RGB floats become the backbone's input. ``none`` means the
-#: backbone network already contains its own preprocessing (EfficientNet, ConvNeXt).
-Preprocessing = Literal["caffe", "tf", "torch", "lite", "unit", "none"]
+#: ``builder(input_shape, weights, options) -> keras.Model``: the feature extractor without its
+#: classification top and without pooling. ``weights`` is ``"imagenet"``, ``None`` or a path to
+#: a weights file; ``options`` is the backbone's own config section (only ``custom_cnn`` uses it).
+Builder = Callable[..., "keras.Model"]
+
+_BUILDERS: dict[str, Builder] = {}
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What downstream code needs to know about a backbone, so nothing else hard-codes it.
+def register_backbone(name: str) -> Callable[[Builder], Builder]:
+    """Register the builder of backbone ``name`` (used as a decorator).
 
-    Attributes:
-        name: Registry name used in configs (``model.backbone``).
-        builder: ``builder(input_shape, weights, options) -> keras.Model`` returning the
-            feature extractor without its classification top and without pooling.
-            ``weights`` is ``"imagenet"``, ``None`` or a path to a weights file;
-            ``options`` is the backbone's own config section (only ``custom_cnn`` uses it).
-        default_size: Input side length the backbone was designed and pretrained for.
-        min_size: Smallest input side length the architecture accepts.
-        preprocessing: The ``Preprocessing`` mode applied inside the model before the backbone.
-        boundaries: Named layer boundaries useful for fine-tuning, e.g. ``{"last_block": "block5_conv1"}``.
-        fine_tune_from: Boundary unfrozen by ``training.mode: finetune``.
-        weight_formats: File suffixes accepted as ``model.weights`` paths.
-        imagenet: Whether ``model.weights: imagenet`` works (Keras downloads the weights).
-        pretrained_file: Name of a pretrained weights file that must be passed as a path
-            because Keras cannot download it (EfficientNet-Lite0's ImageNet state).
-        description: One line shown by ``ecoclassify backbones``.
+    Raises:
+        ValueError: ``name`` has no spec in :data:`ecoclassify.config.backbones.BACKBONES`, or
+            a builder is already registered under it.
     """
 
-    name: str
-    builder: Callable[..., "keras.Model"]
-    default_size: int
-    min_size: int
-    preprocessing: Preprocessing
-    boundaries: dict[str, str] = field(default_factory=dict)
-    fine_tune_from: str | None = None
-    weight_formats: tuple[str, ...] = (".weights.h5", ".h5")
-    imagenet: bool = True
-    pretrained_file: str | None = None
-    description: str = ""
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
-
-
-def register_backbone(
-    name: str,
-    *,
-    default_size: int,
-    min_size: int,
-    preprocessing: Preprocessing,
-    boundaries: dict[str, str] | None = None,
-    fine_tune_from: str | None = None,
-    weight_formats: tuple[str, ...] = (".weights.h5", ".h5"),
-    imagenet: bool = True,
-    pretrained_file: str | None = None,
-    description: str = "",
-) -> Callable[[Callable[..., "keras.Model"]], Callable[..., "keras.Model"]]:
-    """Register a backbone builder under ``name`` (used as a decorator)."""
-
-    def decorator(builder: Callable[..., "keras.Model"]) -> Callable[..., "keras.Model"]:
-        if name in _REGISTRY:
+    def decorator(builder: Builder) -> Builder:
+        if name not in BACKBONES:
+            raise ValueError(f"backbone {name!r} has no spec in ecoclassify.config.backbones.BACKBONES")
+        if name in _BUILDERS:
             raise ValueError(f"backbone {name!r} is registered twice")
-        _REGISTRY[name] = BackboneSpec(
-            name=name,
-            builder=builder,
-            default_size=default_size,
-            min_size=min_size,
-            preprocessing=preprocessing,
-            boundaries=dict(boundaries or {}),
-            fine_tune_from=fine_tune_from,
-            weight_formats=weight_formats,
-            imagenet=imagenet,
-            pretrained_file=pretrained_file,
-            description=description,
-        )
+        _BUILDERS[name] = builder
         return builder
 
     return decorator
 
 
-def _ensure_loaded() -> None:
-    # The built-in backbones register themselves on import; no TensorFlow is imported.
-    from ecoclassify.models import backbones  # noqa: F401
+def registered_builders() -> list[str]:
+    """Names of the backbones whose builder is registered, sorted."""
+    return sorted(_BUILDERS)
 
 
-def list_backbones() -> list[str]:
-    """Return the registered backbone names, sorted."""
-    _ensure_loaded()
-    return sorted(_REGISTRY)
-
-
-def get_backbone(name: str, key: str = "model.backbone") -> BackboneSpec:
-    """Return the spec registered under ``name``.
+def build_backbone(name: str, input_shape: tuple[int, int, int], weights: Any, options: Any = None) -> "keras.Model":
+    """Build backbone ``name`` (see :data:`Builder` for the arguments).
 
     Raises:
-        ConfigError: ``name`` is not registered; the message lists the valid names and the
-            closest matches.
+        ConfigError: ``name`` is not a known backbone.
+        ModelError: The backbone cannot be built (bad shape, weights file, failed download).
     """
-    _ensure_loaded()
+    get_backbone(name)  # unknown names: the config's message, with close matches
     try:
-        return _REGISTRY[name]
+        builder = _BUILDERS[name]
     except KeyError:
-        raise ConfigError(unknown_choice_message(key, list_backbones(), name)) from None
+        raise ModelError(f"backbone {name!r} has no registered builder") from None
+    return builder(input_shape, weights, options)
 
 
 def backbone_table(with_params: bool = True) -> "pandas.DataFrame":
@@ -129,7 +72,7 @@ def backbone_table(with_params: bool = True) -> "pandas.DataFrame":
 
     rows = []
     for name in list_backbones():
-        spec = _REGISTRY[name]
+        spec = BACKBONES[name]
         row = {
             "backbone": name,
             "default_size": spec.default_size,
@@ -140,15 +83,6 @@ def backbone_table(with_params: bool = True) -> "pandas.DataFrame":
         }
         if with_params:
             size = max(spec.min_size, 64)
-            row["parameters"] = f"{spec.builder((size, size, 3), None, None).count_params():,}"
+            row["parameters"] = f"{build_backbone(name, (size, size, 3), None).count_params():,}"
         rows.append(row)
     return pandas.DataFrame(rows)
-
-
-def unknown_choice_message(key: str, allowed: list[str], received: object) -> str:
-    """Format the standard 'must be one of ... Received: ...' message with close matches."""
-    message = f"{key} must be one of: {', '.join(allowed)}. Received: {received!r}"
-    close = difflib.get_close_matches(str(received), allowed, n=3)
-    if close:
-        message += f" (did you mean {' or '.join(repr(c) for c in close)}?)"
-    return message

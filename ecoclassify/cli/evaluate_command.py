@@ -1,0 +1,79 @@
+"""``ecoclassify evaluate RUN_DIR|MODEL --data …``: a thin wrapper of :func:`ecoclassify.evaluation.evaluate`.
+
+Kept out of ``cli.py`` so the command can be added with one line
+(``main.add_command(evaluate_command)``); errors are mapped to messages and exit codes by
+the ``ecoclassify`` group like every other command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from ecoclassify.cli.progress import ProgressBar
+from ecoclassify.files import HTML_FILE
+
+
+@click.command("evaluate")
+@click.argument("model", metavar="RUN_DIR|MODEL", type=click.Path(exists=True, path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Labelled images: a folder with one subfolder per class, a CSV (filepath,label[,site,...]) "
+                   "or a COCO Camera Traps JSON file.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Base folder of relative paths in the CSV/JSON file (default: the file's folder).")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="New folder for the report (default: RUN_DIR/evaluations/<data>-<time>/).")
+@click.option("--overwrite", is_flag=True, help="Allow --output to be an existing, non-empty folder.")
+@click.option("--unknown-labels", type=click.Choice(["error", "other"]), default="error", show_default=True,
+              help="Labels the model does not know: stop with a list of them, or count them as 'other'.")
+@click.option("--exclude-label", "exclude_labels", multiple=True, metavar="LABEL",
+              help="Leave out images with this label (repeatable), e.g. --exclude-label empty.")
+@click.option("--group-by", metavar="COLUMN", help="Column of the CSV for per-group metrics (default: site or "
+              "camera when present).")
+@click.option("--target-precision", "target_precisions", multiple=True, type=click.FloatRange(0, 1, min_open=True),
+              metavar="P", help="Target precision for auto-labelling thresholds (repeatable; default: the run's "
+              "report.target_precisions).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Images per prediction batch.")
+def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Optional[Path], overwrite: bool,
+                     unknown_labels: str, exclude_labels: tuple[str, ...], group_by: Optional[str],
+                     target_precisions: tuple[float, ...], batch_size: int) -> None:
+    """Evaluate a trained model on a labelled set and write a report into a new folder.
+
+    RUN_DIR|MODEL is a run folder or a .keras file with its labels.json beside it. The report
+    (report.html, report.md, metrics.json, per-class and threshold tables, predictions,
+    plots) is the one training writes for the test split, here for the images of --data.
+    Unreadable images are listed in excluded.csv and left out.
+    """
+    from ecoclassify._tf import quiet_tensorflow
+    from ecoclassify.evaluation import evaluate
+
+    quiet_tensorflow()
+    with ProgressBar("checking images") as progress:
+        result = evaluate(model, data, output, unknown_labels=unknown_labels, overwrite=overwrite, root=root,  # type: ignore[arg-type]
+                          exclude_labels=exclude_labels, group_by=group_by,
+                          target_precisions=list(target_precisions) or None, batch_size=batch_size,
+                          progress=progress)
+    click.echo(summary_text(result.metrics, result.output_dir))
+
+
+def summary_text(metrics: dict[str, Any], output_dir: Path) -> str:
+    """The few lines printed after an evaluation."""
+    test = metrics["test"]
+    mean_ap = f"{test['mAP']:.3f}" if test["mAP"] is not None else "n/a"
+    lines = [f"report: {output_dir / HTML_FILE}",
+             f"{test['n_images']} images: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, "
+             f"mAP {mean_ap}"]
+    unreadable = metrics.get("unreadable", {}).get("n_images", 0)
+    if unreadable:
+        lines.append(f"{unreadable} unreadable image(s) left out (see excluded.csv)")
+    for row in test["thresholds"]["overall"]:
+        target = f"{row['target_precision']:g}"
+        if row["reachable"]:
+            lines.append(f"precision {target}: threshold {row['threshold']:.4f} auto-labels "
+                         f"{row['share_auto_labelled']:.1%} of images")
+        else:
+            lines.append(f"precision {target}: {row['note']}")
+    return "\n".join(lines)

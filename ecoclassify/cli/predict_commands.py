@@ -1,0 +1,149 @@
+"""The ``ecoclassify predict`` and ``ecoclassify sort`` commands: parse, call the library, report.
+
+Registered on the main group in :mod:`ecoclassify.cli.app`. Errors are ecoclassify exceptions,
+which the group turns into one paragraph and an exit code (130 for an interrupted predict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from ecoclassify.cli.progress import ProgressBar
+
+# Spelled out, not imported, so that `ecoclassify --help` does not load pandas and Pillow;
+# tests check they equal ecoclassify.prediction.options.FORMATS and ENGINES and
+# ecoclassify.prediction.sorting.MODES.
+FORMATS = ("csv", "json", "md-json")
+MODES = ("copy", "symlink", "move")
+ENGINES = ("local", "dask")
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """Batch schedulers (SLURM, PBS) stop jobs with SIGTERM: treat it like Ctrl-C, so it checkpoints."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Predictions file to write (atomically).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per model call.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Number of top labels and scores per image.")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Below this top-1 probability the label is 'unknown'.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Search sub-folders.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format; default: json for a .json OUTPUT, else csv. md-json is MegaDetector's "
+                   "batch output format (Timelapse, AddaxAI).")
+@click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Save progress every N images.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (and discard its checkpoint).")
+@click.option("--sequence-gap", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Group images of one folder taken at most SECONDS apart into sequences, labelled together.")
+@click.option("--allow-truncated", is_flag=True, help="Classify the readable part of truncated files.")
+@click.option("--max-pixels", type=click.IntRange(min=1),
+              help="Larger images fail as too_large (decompression bombs).  [default: 120000000]")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Decoding threads (per Dask worker with --engine dask; default: number of CPUs).")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: threads in this process; dask: chunks on Dask workers (pip install 'ecoclassify[dask]').")
+@click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running Dask scheduler (else a LocalCluster).")
+@click.option("--workers", type=click.IntRange(min=1), help="With --engine dask: LocalCluster worker processes.")
+def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_size: int, top_k: int,
+                    threshold: float | None, recursive: bool, fmt: str | None, checkpoint_every: int, resume: bool,
+                    overwrite: bool, sequence_gap: float | None, allow_truncated: bool, max_pixels: int | None,
+                    threads: int | None, engine: str, scheduler: str | None, workers: int | None) -> None:
+    """Label every image in INPUT (folders, image files, or text files listing paths) with MODEL.
+
+    MODEL is a run folder or a .keras file with labels.json beside it. Writes one row per image
+    file to OUTPUT, failures included with their reason; prints a summary. Ctrl-C saves a
+    checkpoint: run the same command with --resume to continue.
+    """
+    from ecoclassify._tf import quiet_tensorflow
+    from ecoclassify.prediction.labelling import format_summary, predict
+    from ecoclassify.prediction.options import PredictOptions
+
+    if fmt is None:
+        fmt = "json" if output.suffix.lower() == ".json" else "csv"
+    limits = {} if max_pixels is None else {"max_pixels": max_pixels}  # None: the library's default
+    options = PredictOptions.build(
+        output=output, batch_size=batch_size, top_k=top_k, threshold=threshold, recursive=recursive, fmt=fmt,
+        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, sequence_gap=sequence_gap,
+        allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
+        **limits)
+    quiet_tensorflow()
+    with ProgressBar("classifying", "img") as progress, _sigterm_as_ctrl_c():
+        frame = predict(model, list(inputs), options, progress=progress)
+    click.echo(format_summary(frame.attrs["summary"]))
+
+
+@click.command("sort")
+@click.argument("predictions", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--mode", type=click.Choice(MODES), default="copy", show_default=True,
+              help="Copy, symlink or move the images.")
+@click.option("--min-score", type=click.FloatRange(0, 1), help="Images scoring below it go to unknown/.")
+@click.option("--dry-run", is_flag=True, help="Show what would happen; touch nothing.")
+@click.option("--flat", is_flag=True, help="Put files straight into DEST/<label>/, not their sub-folders.")
+@click.option("--by-sequence", is_flag=True, help="Sort by sequence label (predict with --sequence-gap).")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the undo manifest (default: DEST/sort-manifest-<time>.csv).")
+@click.option("--undo", "undo_manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="MANIFEST", help="Reverse the sort recorded in MANIFEST.")
+def sort_command(predictions: Path | None, dest: Path | None, mode: str, min_score: float | None, dry_run: bool,
+                 flat: bool, by_sequence: bool, manifest: Path | None, undo_manifest: Path | None) -> None:
+    """File the images of PREDICTIONS (csv or json from predict) into DEST/<label>/.
+
+    Low scores go to unknown/, unreadable files to failed/. Nothing is ever overwritten (a
+    name that is taken gets -2, -3...). Every sort writes a manifest; `ecoclassify sort --undo
+    MANIFEST` reverses it.
+    """
+    from ecoclassify.prediction.sorting import sort, undo_sort
+
+    if undo_manifest is not None:
+        if predictions is not None or dest is not None:
+            raise click.UsageError("--undo MANIFEST takes no PREDICTIONS or DEST")
+        result = undo_sort(undo_manifest)
+        counts = result["undo"].value_counts()
+        click.echo("undo: " + ", ".join(f"{key} {value}" for key, value in sorted(counts.items())))
+        return
+    if predictions is None or dest is None:
+        raise click.UsageError("give PREDICTIONS and DEST, or --undo MANIFEST")
+    with ProgressBar(f"sorting ({mode})", "files") as progress:
+        plan = sort(predictions, dest, mode=mode, min_score=min_score, dry_run=dry_run, flat=flat,
+                    by_sequence=by_sequence, manifest=manifest, progress=progress)
+    folders = ", ".join(f"{key} {value}" for key, value in sorted(plan["folder"].value_counts().items()))
+    if dry_run:
+        click.echo(f"dry run: would {mode} {len(plan)} files into {dest}: {folders}")
+        for row in plan.head(10).itertuples(index=False):
+            click.echo(f"  {row.source} -> {row.destination}")
+        if len(plan) > 10:
+            click.echo(f"  ... and {len(plan) - 10} more")
+        return
+    done = plan[plan["status"] == "done"]
+    click.echo(f"{mode}: {len(done)} of {len(plan)} files into {dest}: {folders}")
+    for status in ("missing", "error"):
+        problems = plan[plan["status"] == status]
+        if len(problems):
+            click.echo(f"{status}: {len(problems)}, e.g. {problems.iloc[0]['source']} {problems.iloc[0]['detail']}")
+    click.echo(f"manifest: {plan.attrs['manifest']} (undo with: ecoclassify sort --undo {plan.attrs['manifest']})")

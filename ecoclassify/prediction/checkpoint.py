@@ -1,0 +1,178 @@
+"""The checkpoint of ``ecoclassify predict``: what an interrupted run has done so far.
+
+A folder ``OUTPUT.checkpoint/`` beside the output holds ``meta.json`` (the fingerprint of the
+model and the input set) and numbered ``part-NNNNNN.jsonl`` files, each written atomically
+when N more images are done. Appending parts instead of rewriting one growing file keeps a
+million-image run linear; JSON keeps every probability exactly (Python writes the shortest
+repr that reads back to the same float) and file names exactly as they are. Rows of a later
+part replace those of an earlier one (a failed file retried after ``--resume``). A part being
+written when the process is killed is a hidden temporary file, ignored and removed on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ecoclassify.errors import RunError
+from ecoclassify.files import write_text
+
+CHECKPOINT_SUFFIX = ".checkpoint"
+_META = "meta.json"
+_PART = "part-{:06d}.jsonl"
+_CHECKPOINT_VERSION = 1
+
+
+class RawRow(NamedTuple):
+    """What is known about one file before labels are derived: the checkpoint's unit.
+
+    ``probs`` is the model's float32 output (None for a failed file); labels, top-k and
+    sequences are computed from it at the end, so ``--threshold`` or ``--top-k`` may change
+    between an interrupted run and its resumption.
+    """
+
+    root: str
+    filepath: str
+    status: str
+    error: str | None
+    detail: str | None
+    datetime: str | None
+    width: int | None
+    height: int | None
+    probs: np.ndarray | None
+
+
+def checkpoint_path(output: Path) -> Path:
+    """The checkpoint folder of an output file: ``predictions.csv`` -> ``predictions.csv.checkpoint``."""
+    return output.with_name(output.name + CHECKPOINT_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes: a model is the same model wherever it was copied to."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Checkpoint:
+    """The checkpoint folder of one output.
+
+    Args:
+        path: The folder (see :func:`checkpoint_path`).
+        fingerprint: JSON-able description of the model and the input set; a checkpoint is
+            only resumed by a run with an equal fingerprint.
+    """
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self._next_part = 1
+
+    def exists(self) -> bool:
+        """Whether an earlier run left a checkpoint here."""
+        return self.path.exists()
+
+    def start(self) -> None:
+        """Replaces any old checkpoint with an empty one for this fingerprint.
+
+        Raises:
+            RunError: The folder cannot be written (so the output could not be either).
+        """
+        meta = {"version": _CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
+        try:
+            self.remove()
+            self.path.mkdir(parents=True)
+            write_text(self.path / _META, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            raise RunError(f"cannot write the checkpoint {self.path} beside the output: "
+                           f"{exc.strerror or exc}") from None
+        self._next_part = 1
+
+    def load(self) -> dict[tuple[str, str], RawRow]:
+        """The rows of an earlier run, keyed by ``(root, filepath)``; later parts win.
+
+        Raises:
+            RunError: The checkpoint is damaged or was written for another model or input set.
+        """
+        try:
+            meta = json.loads((self.path / _META).read_text(encoding="utf-8"))
+            saved = meta["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"the checkpoint {self.path} is damaged ({_META}: {exc}); use --overwrite to start "
+                           "again") from None
+        problems = fingerprint_differences(saved, self.fingerprint)
+        if problems:
+            raise RunError(f"the checkpoint {self.path} belongs to another run: " + "; ".join(problems)
+                           + ". Resume with the same model and inputs, or use --overwrite to start again.")
+        rows: dict[tuple[str, str], RawRow] = {}
+        parts = sorted(self.path.glob("part-*.jsonl"))
+        for part in parts:
+            # split("\n"), not splitlines(): a file name may hold U+2028, which JSON leaves as is.
+            lines = [line for line in part.read_text(encoding="utf-8").split("\n") if line]
+            for line_number, line in enumerate(lines, start=1):
+                try:
+                    row = _row_from_json(json.loads(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise RunError(f"the checkpoint part {part} is damaged at line {line_number} ({exc}); use "
+                                   "--overwrite to start again") from None
+                rows[(row.root, row.filepath)] = row
+        self._next_part = 1 + max((int(p.stem.split("-")[1]) for p in parts), default=0)
+        for stray in self.path.glob(".*.tmp"):  # left by a run killed while writing a part
+            stray.unlink(missing_ok=True)
+        return rows
+
+    def append(self, rows: list[RawRow]) -> None:
+        """Writes ``rows`` as the next part, atomically."""
+        if not rows:
+            return
+        text = "".join(json.dumps(_row_to_json(row), ensure_ascii=False) + "\n" for row in rows)
+        part = self.path / _PART.format(self._next_part)
+        try:
+            write_text(part, text)
+        except OSError as exc:  # a full disk: say so, the earlier parts are intact
+            raise RunError(f"cannot save the checkpoint part {part}: {exc.strerror or exc}; the parts before it are "
+                           "intact, so free some space and run again with --resume") from None
+        self._next_part += 1
+
+    def remove(self) -> None:
+        """Deletes the checkpoint folder (after the output was written)."""
+        if self.path.is_dir() and not self.path.is_symlink():
+            shutil.rmtree(self.path)
+        elif self.path.exists() or self.path.is_symlink():
+            self.path.unlink()
+
+
+def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two fingerprints (empty when they match)."""
+    problems = []
+    if saved.get("model_sha256") != current.get("model_sha256"):
+        problems.append(f"it was written with the model {saved.get('model')!r}, this run uses {current.get('model')!r}"
+                        " (different file contents)")
+    for key, value in current.items():
+        if key in ("model", "model_sha256"):
+            continue
+        if saved.get(key) != value:
+            problems.append(f"{key} was {saved.get(key)!r}, now {value!r}")
+    return problems
+
+
+def _row_to_json(row: RawRow) -> dict[str, Any]:
+    data = row._asdict()
+    data["probs"] = None if row.probs is None else [float(p) for p in row.probs]
+    return data
+
+
+def _row_from_json(data: dict[str, Any]) -> RawRow:
+    probs = data["probs"]
+    return RawRow(
+        str(data["root"]), str(data["filepath"]), str(data["status"]), data["error"], data["detail"],
+        data["datetime"], data["width"], data["height"],
+        None if probs is None else np.asarray(probs, dtype=np.float32),
+    )

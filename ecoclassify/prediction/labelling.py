@@ -1,0 +1,337 @@
+"""``ecoclassify predict``: label camera-trap folders in batches, robustly and resumably.
+
+Flow: inputs -> streamed work items (:mod:`ecoclassify.prediction.inputs`) -> chunks of
+``batch_size`` files, decoded by a thread pool a few chunks ahead of the model
+(:mod:`ecoclassify.prediction.runner`) -> one row per file -> every ``checkpoint_every`` images
+a checkpoint part (:mod:`ecoclassify.prediction.checkpoint`) -> labels, top-k and sequences
+from the probabilities -> the output file, written atomically (:mod:`ecoclassify.prediction.outputs`).
+
+Guarantees: one row per discovered image file, whatever happens to it; a file that cannot be
+read is ``failed`` with a reason and never gets a label; skipped files (hidden, videos, other
+non-images) are counted in the summary; an existing output is never replaced without
+``overwrite``; Ctrl-C or a crash keeps everything done so far for ``resume``, and a resumed
+run produces exactly the rows of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecoclassify.errors import RunError
+from ecoclassify.models.io import LoadedClassifier, load_classifier
+from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
+from ecoclassify.prediction.inputs import InputSpec, iter_work, resolve_inputs
+from ecoclassify.prediction.options import PredictOptions
+from ecoclassify.prediction.outputs import normalise_columns, now_iso, write_output
+from ecoclassify.prediction.runner import Runner
+from ecoclassify.prediction.sequences import UNKNOWN, assign_sequences
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+
+class PredictionInterrupted(RunError):
+    """Prediction stopped by Ctrl-C; the checkpoint holds the work done so far."""
+
+    exit_code = 130
+
+
+@dataclass
+class PredictionSummary:
+    """What happened, for the final report (``frame.attrs["summary"]``).
+
+    Attributes:
+        total: Rows in the output: image files found, read or not.
+        ok: Files classified.
+        failed: Files that could not be read; ``failed_by_reason`` counts them per reason.
+        skipped: Entries passed over (hidden, not images, unsafe links, duplicates);
+            ``skipped_by_reason`` counts them per reason.
+        labels: Files per label, ``unknown`` included.
+        sequences: Number of sequences, when sequences were formed.
+        processed: Files decoded by this call; ``reused`` came from the checkpoint.
+        seconds: Wall time of the decoding and classification.
+        output: The file written, if any.
+    """
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    sequences: int | None = None
+    processed: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    output: str | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        """Files decoded and classified per second by this call."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form, ``images_per_second`` included."""
+        return {**asdict(self), "images_per_second": round(self.images_per_second, 2)}
+
+
+def predict(
+    model: str | os.PathLike | LoadedClassifier,
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    options: PredictOptions | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """Classify every image under ``inputs`` and return (and optionally write) one row per file.
+
+    Args:
+        model: A run folder, a ``.keras`` file with ``labels.json`` beside it, or a loaded
+            :class:`~ecoclassify.models.io.LoadedClassifier`.
+        inputs: Folders, image files and text files listing image paths (one per line,
+            relative to the list file's folder), or one of them.
+        options: A :class:`~ecoclassify.prediction.options.PredictOptions`; or give its fields
+            as keyword arguments instead (``output=...``, ``batch_size=...``, ``resume=True``...).
+            ``resume`` continues from the checkpoint of an interrupted run with the same model
+            and inputs (only files not yet classified are read, failed ones are retried);
+            ``engine="dask"`` labels chunks on Dask workers with the same output (needs
+            ``pip install 'ecoclassify[dask]'``).
+        progress: Called as ``progress(advance, total)`` as files are done.
+        **kwargs: The fields of :class:`~ecoclassify.prediction.options.PredictOptions`.
+
+    Returns:
+        Rows sorted by ``root`` then ``filepath``: ``filepath``, ``root``, ``status``, ``error``,
+        ``detail``, ``label``, ``score``, ``top1_label``, ``top1_score``, ...,
+        ``prob_<class>`` per class, ``datetime``, ``width``, ``height`` and, with
+        ``sequence_gap``, ``sequence_id``, ``sequence_label``, ``sequence_score``.
+        ``frame.attrs["summary"]`` is a :class:`PredictionSummary`, ``frame.attrs["metadata"]``
+        what the json formats record.
+
+    Raises:
+        ConfigError: An option is invalid.
+        DataError: An input does not exist or cannot be read as a list.
+        ModelError: The model cannot be loaded.
+        RunError: The output exists (without ``resume``/``overwrite``) or the checkpoint
+            belongs to another model or input set.
+        PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
+    """
+    options = PredictOptions.build(options, **kwargs)
+    specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    output_path = options.output
+    _check_existing(output_path, options.resume, options.overwrite)
+    # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
+    total = sum(1 for _ in iter_work(specs, options.recursive))
+    classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
+    top_k = min(options.top_k, len(classifier.classes))
+
+    checkpoint = None
+    done: dict[tuple[str, str], RawRow] = {}
+    if output_path is not None:
+        checkpoint = Checkpoint(checkpoint_path(output_path), _fingerprint(classifier, specs, options))
+        if options.resume and checkpoint.exists():
+            done = checkpoint.load()
+            log.info("resuming from %s: %d files already done", checkpoint.path, len(done))
+        else:
+            if options.resume:
+                log.info("no checkpoint at %s: starting from the beginning", checkpoint.path)
+            checkpoint.start()
+
+    skipped: collections.Counter[str] = collections.Counter()
+    if options.engine == "dask":
+        from ecoclassify.prediction.dask_runner import DaskRunner
+
+        runner: Runner = DaskRunner(classifier, options, checkpoint=checkpoint, done=done, progress=progress)
+    else:
+        runner = Runner(classifier, options, checkpoint=checkpoint, done=done, progress=progress)
+    runner.total = total
+    try:
+        try:
+            runner.run(iter_work(specs, options.recursive, on_skip=lambda path, reason: skipped.update([reason])))
+        finally:
+            runner.flush()  # Ctrl-C or a crash: keep what was done for --resume
+        frame = build_frame(runner.rows, classifier.classes, top_k, options.threshold)
+        if options.sequence_gap is not None:
+            frame = normalise_columns(assign_sequences(frame, classifier.classes, options.sequence_gap,
+                                                       options.threshold))
+        summary = _summarise(frame, skipped, runner, output_path)
+        metadata = _metadata(classifier, specs, options, top_k, frame, summary, checkpoint)
+        frame.attrs["summary"] = summary
+        frame.attrs["metadata"] = metadata
+        if output_path is not None:
+            try:
+                write_output(frame, output_path, options.fmt, metadata)
+            except OSError as exc:
+                raise RunError(f"cannot write {output_path}: {exc.strerror or exc}. Every result is kept in the "
+                               f"checkpoint {checkpoint.path}: fix that and run again with --resume.") from None
+            checkpoint.remove()
+    except KeyboardInterrupt:
+        raise PredictionInterrupted(_interrupted_message(runner, checkpoint)) from None
+    log.debug("prediction summary: %s", summary.as_dict())
+    return frame
+
+
+def _check_existing(output: Path | None, resume: bool, overwrite: bool) -> None:
+    """Refuses, before any work, to lose an existing output or checkpoint."""
+    if output is None:
+        return
+    if output.is_dir():
+        raise RunError(f"output must be a file, not a folder. Received: output='{output}'")
+    checkpoint = checkpoint_path(output)
+    if overwrite:
+        return
+    if resume:
+        if output.exists() and not checkpoint.exists():
+            raise RunError(f"{output} is complete: there is no checkpoint ({checkpoint.name}) to resume. Use "
+                           "--overwrite to predict again.")
+        return
+    if checkpoint.exists():
+        raise RunError(f"an interrupted run left a checkpoint at {checkpoint}: add --resume to continue it, or "
+                       "--overwrite to start again")
+    if output.exists():
+        raise RunError(f"{output} exists: use --overwrite to replace it (or --resume to continue an interrupted run)")
+
+
+def _fingerprint(classifier: LoadedClassifier, specs: list[InputSpec], options: PredictOptions) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption."""
+    return {
+        "model": str(classifier.path),
+        "model_sha256": file_sha256(classifier.path),
+        "classes": list(classifier.classes),
+        "image_size": list(classifier.image_size),
+        "inputs": [[spec.kind, str(spec.path)] for spec in specs],
+        # Options that change the rows themselves; top_k, threshold and sequences are derived
+        # at the end and may change on resume.
+        "recursive": options.recursive,
+        "allow_truncated": options.allow_truncated,
+        "max_pixels": options.max_pixels,
+    }
+
+
+def build_frame(rows: list[RawRow], classes: list[str], top_k: int, threshold: float | None) -> pd.DataFrame:
+    """The output table from raw rows: labels, top-k and probabilities, sorted by root and filepath.
+
+    Probabilities are rounded to 6 decimals first, and everything else is derived from the
+    rounded values, so the file says exactly what decided each label.
+    """
+    rows = sorted(rows, key=lambda row: (row.root, row.filepath))
+    n, k = len(rows), min(top_k, len(classes))
+    probs = np.full((n, len(classes)), np.nan)
+    for i, row in enumerate(rows):
+        if row.probs is not None:
+            probs[i] = row.probs
+    probs = np.round(probs, 6)
+    ok = np.array([row.status == "ok" for row in rows], dtype=bool)
+    order = np.argsort(-np.nan_to_num(probs, nan=-1.0), axis=1, kind="stable")[:, :k]
+    top_scores = np.take_along_axis(probs, order, axis=1) if n else np.empty((0, k))
+    names = np.array(classes, dtype=object)
+    top_names = np.where(ok[:, None], names[order] if n else np.empty((0, k), object), None)
+
+    label = top_names[:, 0].copy() if k else np.full(n, None, dtype=object)
+    if threshold is not None:
+        label = np.where(ok & (top_scores[:, 0] < threshold), UNKNOWN, label)
+    columns: dict[str, Any] = {
+        "filepath": [row.filepath for row in rows],
+        "root": [row.root for row in rows],
+        "status": [row.status for row in rows],
+        "error": [row.error for row in rows],
+        "detail": [row.detail for row in rows],
+        "label": label,
+        "score": top_scores[:, 0],
+    }
+    for j in range(k):
+        columns[f"top{j + 1}_label"] = top_names[:, j]
+        columns[f"top{j + 1}_score"] = top_scores[:, j]
+    for c, name in enumerate(classes):
+        columns[f"prob_{name}"] = probs[:, c]
+    columns["datetime"] = [row.datetime for row in rows]
+    columns["width"] = [row.width for row in rows]
+    columns["height"] = [row.height for row in rows]
+    return normalise_columns(pd.DataFrame(columns))
+
+
+def _summarise(frame: pd.DataFrame, skipped: collections.Counter, runner: Runner,
+               output: Path | None) -> PredictionSummary:
+    failed = frame[frame["status"] != "ok"]
+    return PredictionSummary(
+        total=len(frame),
+        ok=int((frame["status"] == "ok").sum()),
+        failed=len(failed),
+        failed_by_reason=dict(sorted(failed["error"].value_counts().items())),
+        skipped=sum(skipped.values()),
+        skipped_by_reason=dict(sorted(skipped.items())),
+        labels={str(k): int(v) for k, v in sorted(frame["label"].dropna().value_counts().items())},
+        sequences=int(frame["sequence_id"].nunique()) if "sequence_id" in frame.columns else None,
+        processed=runner.processed,
+        reused=runner.reused,
+        seconds=round(runner.seconds, 3),
+        output=str(output) if output is not None else None,
+    )
+
+
+def _metadata(classifier: LoadedClassifier, specs: list[InputSpec], options: PredictOptions, top_k: int,
+              frame: pd.DataFrame, summary: PredictionSummary, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    from ecoclassify import __version__
+
+    metadata = {
+        "ecoclassify": __version__,
+        "created": now_iso(),
+        "model": str(classifier.path),
+        "classes": list(classifier.classes),
+        "image_size": list(classifier.image_size),
+        "inputs": [str(spec.path) for spec in specs],
+        "roots": sorted(frame["root"].unique().tolist()),
+        # What decided the rows, as the json formats have always recorded it.
+        "options": {"batch_size": options.batch_size, "top_k": top_k, "threshold": options.threshold,
+                    "recursive": options.recursive, "sequence_gap": options.sequence_gap,
+                    "allow_truncated": options.allow_truncated, "max_pixels": options.max_pixels},
+        "columns": list(frame.columns),
+        "summary": summary.as_dict(),
+    }
+    if checkpoint is not None:
+        metadata["model_sha256"] = checkpoint.fingerprint["model_sha256"]
+    return metadata
+
+
+def _interrupted_message(runner: Runner, checkpoint: Checkpoint | None) -> str:
+    done = len(runner.rows)
+    if checkpoint is None:
+        return f"Interrupted after {done} of {runner.total} images; nothing was saved (no output file was given)."
+    return (f"Interrupted after {done} of {runner.total} images; they are saved in the checkpoint {checkpoint.path}. "
+            "To resume, run the same command again with --resume.")
+
+
+def format_summary(summary: PredictionSummary) -> str:
+    """A few lines for the terminal."""
+
+    def counts(mapping: dict[str, int]) -> str:
+        return ", ".join(f"{key} {value}" for key, value in mapping.items())
+
+    line = f"{summary.total} images: {summary.ok} ok, {summary.failed} failed"
+    if summary.failed:
+        line += f" ({counts(summary.failed_by_reason)})"
+    line += f"; {summary.skipped} other files skipped"
+    if summary.skipped:
+        line += f" ({counts(summary.skipped_by_reason)})"
+    lines = [line]
+    if summary.labels:
+        lines.append(f"labels: {counts(summary.labels)}")
+    if summary.sequences is not None:
+        lines.append(f"sequences: {summary.sequences}")
+    speed = f"{summary.images_per_second:.1f} images/s ({summary.processed} read in {summary.seconds:.1f} s"
+    speed += f", {summary.reused} from the checkpoint)" if summary.reused else ")"
+    lines.append(speed)
+    if summary.output:
+        lines.append(f"wrote {summary.output}")
+    return "\n".join(lines)

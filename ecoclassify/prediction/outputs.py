@@ -1,0 +1,259 @@
+"""Output files of ``ecoclassify predict``: the three formats, atomic writes, reading them back.
+
+Output formats (all written atomically, so a crash never leaves half a file):
+
+- ``csv``: one row per file, the DataFrame of :func:`ecoclassify.prediction.predict`.
+- ``json``: ``{"ecoclassify": {metadata}, "predictions": [rows]}``; metadata records the model,
+  classes, roots, options and the summary; missing values are ``null``.
+- ``md-json``: MegaDetector batch output format 1.4, for Timelapse and AddaxAI; see
+  :func:`write_md_json` for the mapping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecoclassify.errors import ConfigError, DataError
+from ecoclassify.files import atomic_write
+from ecoclassify.prediction.options import FORMATS
+
+
+# MegaDetector format: a whole-image classifier reports one full-frame "animal" detection.
+MD_FORMAT_VERSION = "1.4"
+MD_DETECTION_CATEGORIES = {"1": "animal"}
+MD_WHOLE_IMAGE_BBOX = [0.0, 0.0, 1.0, 1.0]
+
+TEXT_COLUMNS = ("filepath", "root", "status", "error", "detail", "label", "datetime", "sequence_label")
+INT_COLUMNS = ("width", "height", "sequence_id")
+
+
+
+
+# --- output files --------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able Python value; NaN and pandas' NA become None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _records(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
+    columns = list(frame.columns)
+    for values in frame.itertuples(index=False, name=None):
+        yield {column: _plain(value) for column, value in zip(columns, values)}
+
+
+def write_output(frame: pd.DataFrame, path: Path, fmt: str, metadata: dict[str, Any]) -> Path:
+    """Writes the predictions in ``fmt`` (one of ``FORMATS``) atomically."""
+    if fmt == "csv":
+        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    if fmt == "json":
+        return atomic_write(path, lambda tmp: _write_json_stream(tmp, frame, metadata))
+    if fmt == "md-json":
+        return write_md_json(frame, path, metadata)
+    raise ConfigError(f"fmt must be one of: {', '.join(FORMATS)}. Received: fmt={fmt!r}")
+
+
+def _write_json_stream(tmp: Path, frame: pd.DataFrame, metadata: dict[str, Any]) -> None:
+    # Streamed record by record: a million rows never exist as one string.
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write('{\n"ecoclassify": ')
+        handle.write(json.dumps(metadata, indent=2, ensure_ascii=False, default=str))
+        handle.write(',\n"predictions": [')
+        for index, record in enumerate(_records(frame)):
+            handle.write(",\n" if index else "\n")
+            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        handle.write("\n]\n}\n")
+
+
+def md_base(roots: list[str]) -> str | None:
+    """The folder md-json ``file`` paths are relative to: the common folder of all roots."""
+    if not roots:
+        return None
+    try:
+        return os.path.commonpath(roots)
+    except ValueError:  # roots on different Windows drives: absolute paths then
+        return None
+
+
+def write_md_json(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> Path:
+    """Writes MegaDetector batch output format 1.4 (https://lila.science/megadetector-output-format).
+
+    Mapping:
+
+    - ``classification_categories``: ``{"0": first class, "1": ...}``, the model's output order.
+    - ``detection_categories``: ``{"1": "animal"}``. A whole-image classifier finds no boxes, so
+      each image that was read gets one detection of category ``"1"`` with ``bbox``
+      ``[0, 0, 1, 1]`` (the whole frame), ``conf`` = the top-1 probability (so Timelapse's
+      detection-confidence filter selects by classifier confidence) and ``classifications`` =
+      the top-k ``[class id, probability]`` pairs, highest first.
+    - A failed file has ``"detections": null`` and ``"failure"`` = ``"<reason>: <detail>"``.
+    - ``file`` is relative to the common folder of all roots, with ``/`` separators
+      (``info.ecoclassify.base``); open that folder in Timelapse.
+    - ``info``: ``format_version``, ``classifier`` (the model file name),
+      ``classification_completion_time``, ``classifier_metadata.typical_classification_threshold``
+      (``--threshold``, when given) and ``ecoclassify`` (model, classes, roots, options,
+      summary). Labels below the threshold are not rewritten as ``unknown``: the reading tool
+      applies the threshold itself. Sequence results are in the csv and json formats only.
+    """
+    classes = metadata["classes"]
+    base = md_base(metadata["roots"])
+    info: dict[str, Any] = {
+        "format_version": MD_FORMAT_VERSION,
+        "classifier": Path(metadata["model"]).name,
+        "classification_completion_time": metadata["created"].replace("T", " "),
+        "ecoclassify": {**metadata, "base": base},
+    }
+    threshold = metadata.get("options", {}).get("threshold")
+    if threshold is not None:
+        info["classifier_metadata"] = {"typical_classification_threshold": threshold}
+    class_ids = {name: str(i) for i, name in enumerate(classes)}
+    top_k = sum(1 for c in frame.columns if c.startswith("top") and c.endswith("_label"))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("{\n")
+            handle.write(f'"info": {json.dumps(info, indent=2, ensure_ascii=False, default=str)},\n')
+            handle.write(f'"detection_categories": {json.dumps(MD_DETECTION_CATEGORIES)},\n')
+            categories = {class_id: name for name, class_id in class_ids.items()}
+            handle.write(f'"classification_categories": {json.dumps(categories, ensure_ascii=False)},\n')
+            handle.write('"images": [')
+            for index, record in enumerate(_records(frame)):
+                image = _md_image(record, base, class_ids, top_k)
+                handle.write(",\n" if index else "\n")
+                handle.write(json.dumps(image, ensure_ascii=False, allow_nan=False))
+            handle.write("\n]\n}\n")
+
+    return atomic_write(path, write)
+
+
+def _md_image(record: dict[str, Any], base: str | None, class_ids: dict[str, str], top_k: int) -> dict[str, Any]:
+    full = os.path.join(record["root"], record["filepath"])
+    file = Path(os.path.relpath(full, base)).as_posix() if base else Path(full).as_posix()
+    if record["status"] != "ok":
+        detail = record.get("detail")
+        failure = f"{record['error']}: {detail}" if detail else str(record["error"])
+        return {"file": file, "detections": None, "failure": failure}
+    classifications = [[class_ids[record[f"top{i}_label"]], record[f"top{i}_score"]] for i in range(1, top_k + 1)]
+    detection = {"category": "1", "conf": record["top1_score"], "bbox": list(MD_WHOLE_IMAGE_BBOX),
+                 "classifications": classifications}
+    return {"file": file, "detections": [detection]}
+
+
+# --- reading outputs back ------------------------------------------------------------------
+
+
+def _present(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return False
+    if isinstance(value, str):
+        return value != ""
+    if isinstance(value, (float, np.floating)):
+        return not math.isnan(value)
+    return True
+
+
+def normalise_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The dtypes ``predict`` returns, whether the values came from csv text or json.
+
+    Raises:
+        ValueError: A numeric column holds something that is not a number.
+    """
+    for column in frame.columns:
+        values = frame[column].tolist()
+        if column in TEXT_COLUMNS or (column.startswith("top") and column.endswith("_label")):
+            frame[column] = pd.Series([str(v) if _present(v) else None for v in values], dtype="str", index=frame.index)
+            continue
+        if not _is_numeric_column(column):
+            continue  # a column someone added (notes, a checked label) stays as it is
+        try:
+            # float() of the text is exact; pandas' fast csv float parser is not always.
+            numbers = [float(v) if _present(v) else math.nan for v in values]
+        except (TypeError, ValueError):
+            bad = next(v for v in values if _present(v) and not _is_number(v))
+            raise ValueError(f"column {column!r} must hold numbers. Received: {bad!r}") from None
+        if column in INT_COLUMNS:  # "48.0" from a spreadsheet round trip is still 48
+            frame[column] = pd.array([None if math.isnan(v) else int(v) for v in numbers], dtype="Int64")
+        else:
+            frame[column] = np.array(numbers, dtype=np.float64)
+    return frame
+
+
+def _is_numeric_column(column: str) -> bool:
+    return (column in INT_COLUMNS or column in ("score", "sequence_score") or column.startswith("prob_")
+            or (column.startswith("top") and column.endswith("_score")))
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_predictions(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Reads a ``csv`` or ``json`` output of ``ecoclassify predict`` exactly as it was written.
+
+    Args:
+        path: The output file.
+
+    Returns:
+        ``(frame, metadata)``; metadata is empty for csv (roots are in the ``root`` column).
+
+    Raises:
+        DataError: The file is missing, is md-json, or lacks the ``filepath``/``root`` columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"predictions file does not exist. Received: '{path}'")
+    metadata: dict[str, Any] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read predictions file {path}: {exc}") from None
+        if isinstance(data, dict) and "images" in data and "info" in data:
+            raise DataError(f"{path} is MegaDetector format (md-json), made for Timelapse and AddaxAI; give the "
+                            "csv or json output of ecoclassify predict instead")
+        if not isinstance(data, dict) or "predictions" not in data:
+            raise DataError(f"{path} is not a json output of ecoclassify predict (no 'predictions' list)")
+        metadata = data.get("ecoclassify") or {}
+        frame = pd.DataFrame.from_records(data["predictions"], columns=metadata.get("columns"))
+    else:
+        try:
+            # Everything as text first: a class called "NA" or a file called "nan.jpg" stays text.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise DataError(f"cannot read predictions file {path}: {exc}") from None
+    try:
+        frame = normalise_columns(frame)
+    except ValueError as exc:
+        raise DataError(f"{path} is not a predictions file as written by ecoclassify predict: {exc}") from None
+    missing = {"filepath", "root", "status"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; it is not an output of "
+                        "ecoclassify predict")
+    return frame, metadata
+
+
+def now_iso() -> str:
+    """Local time, seconds precision, for metadata."""
+    return dt.datetime.now().isoformat(timespec="seconds")
