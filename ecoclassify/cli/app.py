@@ -127,8 +127,11 @@ def backbones(params: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def benchmark(backbone: str, image_size: int | None, batch_size: int, images: int, as_json: bool) -> None:
     """Measure model, decoder and end-to-end labelling speed on this machine (random weights)."""
-    quiet_tensorflow()
     from ecoclassify.benchmarking import benchmark as run_benchmark, result_dict
+    from ecoclassify.config.backbones import get_backbone
+
+    get_backbone(backbone, key="--backbone")  # a typo fails before TensorFlow loads
+    quiet_tensorflow()
 
     result = run_benchmark(backbone, image_size, batch_size=batch_size, images=images)
     click.echo(json.dumps(result_dict(result)) if as_json else result.format())

@@ -47,10 +47,9 @@ def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Opti
     plots) is the one training writes for the test split, here for the images of --data.
     Unreadable images are listed in excluded.csv and left out.
     """
-    from ecoclassify._tf import quiet_tensorflow
     from ecoclassify.evaluation import evaluate
 
-    quiet_tensorflow()
+    # TensorFlow loads with the model, after evaluate has checked the model, data and output paths.
     with ProgressBar("checking images") as progress:
         result = evaluate(model, data, output, unknown_labels=unknown_labels, overwrite=overwrite, root=root,  # type: ignore[arg-type]
                           exclude_labels=exclude_labels, group_by=group_by,

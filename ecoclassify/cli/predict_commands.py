@@ -79,7 +79,6 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
     file to OUTPUT, failures included with their reason; prints a summary. Ctrl-C saves a
     checkpoint: run the same command with --resume to continue.
     """
-    from ecoclassify._tf import quiet_tensorflow
     from ecoclassify.prediction.labelling import format_summary, predict
     from ecoclassify.prediction.options import PredictOptions
 
@@ -91,7 +90,7 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, sequence_gap=sequence_gap,
         allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
         **limits)
-    quiet_tensorflow()
+    # TensorFlow loads with the model, after predict has checked the inputs and the output.
     with ProgressBar("classifying", "img") as progress, _sigterm_as_ctrl_c():
         frame = predict(model, list(inputs), options, progress=progress)
     click.echo(format_summary(frame.attrs["summary"]))

@@ -12,8 +12,6 @@ from typing import Optional
 
 import click
 
-from ecoclassify._tf import quiet_tensorflow
-
 
 # Choices are written out rather than imported so that `ecoclassify --help` imports neither
 # pydantic nor TensorFlow; tests check they equal the library's.
@@ -59,7 +57,6 @@ def export_command(run_dir: Path, fmt: str, quantize: Optional[str], output: Opt
     The exported model takes uint8 RGB images of the model's size and returns class
     probabilities, with augmentation off, exactly like the Keras model.
     """
-    quiet_tensorflow()
     from ecoclassify._tf import quiet_stderr
     from ecoclassify.exporting import export
 

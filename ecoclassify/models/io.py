@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ecoclassify._tf import quiet_tensorflow
 from ecoclassify.errors import ModelError
 from ecoclassify.files import LABELS_FILE, MODEL_FILE
 
@@ -59,16 +60,17 @@ def load_classifier(source: Path | str) -> LoadedClassifier:
     Raises:
         ModelError: The files are missing, unsafe or inconsistent (labels vs. model outputs).
     """
-    import keras
-
-    import ecoclassify.models.layers  # noqa: F401  (registers our serialisable layers)
-
+    # Every check that needs no TensorFlow comes first: a wrong path fails in a second.
     model_path, labels_path = resolve_model_path(source)
     try:
         labels = json.loads(labels_path.read_text(encoding="utf-8"))
         classes = [str(c) for c in labels["classes"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{labels_path} is not a valid labels file ({{\"classes\": [...]}}): {exc}") from None
+    quiet_tensorflow()
+    import keras
+
+    import ecoclassify.models.layers  # noqa: F401  (registers our serialisable layers)
     try:
         model = keras.saving.load_model(model_path, safe_mode=True)
     except Exception as exc:  # Keras raises many types for corrupt, foreign or unsafe files
