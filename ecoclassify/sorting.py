@@ -3,17 +3,14 @@
 ``DEST/<label>/<filepath>`` keeps each image's path below its root (two cameras' ``IMG_0001.JPG``
 stay apart); with ``flat`` everything goes straight into ``DEST/<label>/``. Below ``min_score``
 (or labelled ``unknown`` by ``--threshold``) an image goes to ``unknown/``, a file that could
-not be read to ``failed/``; those two names are kept for that meaning, so a class whose folder
-would be ``failed`` or ``unknown`` (any case) goes to ``class-failed/`` or ``class-unknown/``.
-An existing file is never replaced: the new name gets ``-2``, ``-3``... before its extension;
-but a file that this sort would place and that is already there (same content, or for links
-the same target) is left as it is (``already_sorted``), so sorting twice changes nothing.
+not be read to ``failed/`` (a class of either name gets ``class-<name>/``). An existing file
+is never replaced: the new name gets ``-2``, ``-3``...; a file already sorted there is left as
+it is (``already_sorted``), so sorting twice changes nothing.
 
 Every sort writes a manifest (csv: ``source``, ``destination``, ``dest``, ``folder``, ``mode``,
 ``status``, ``detail``, ``size``, ``sha256``, ``made_folder``) *before* touching a file and
-again when done, both atomically, and notes each finished file in a journal meanwhile, so
-:func:`undo_sort` can restore even a sort that was killed half way. Undo only touches what the
-sort made and what is still as it was made (see :mod:`ecoclassify.sort_safety`).
+again when done, both atomically, and a journal in between, so :func:`undo_sort` can restore
+even a killed sort, touching only what the sort made (see :mod:`ecoclassify.sort_safety`).
 """
 
 from __future__ import annotations
@@ -84,6 +81,10 @@ def sort(
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Copy, link or move the images of a predictions file into ``dest/<label>/``.
+
+    Low scores go to ``unknown/``, unreadable files to ``failed/``; a class whose folder would
+    be ``failed`` or ``unknown`` goes to ``class-failed/`` or ``class-unknown/`` instead (a
+    label ``unknown`` is the class when the model has one and it is the row's best guess).
 
     Args:
         predictions: The csv or json output of ``ecoclassify predict``.
@@ -342,10 +343,9 @@ def undo_sort(manifest: str | os.PathLike) -> pd.DataFrame:
         manifest: The csv written by :func:`sort`.
 
     Returns:
-        The manifest with an ``undo`` column: ``restored``, ``removed``, ``kept`` (the
-        original is gone), ``kept: changed since sort``, ``kept: no size/hash recorded (older
-        manifest)``, ``kept: not recorded as done``, ``kept: outside DEST through a symlinked
-        folder``, ``conflict``, ``not_sorted`` (nothing to undo) or ``error: ...``.
+        The manifest with an ``undo`` column: ``restored``, ``removed``, ``conflict``,
+        ``not_sorted`` (nothing to undo), ``error: ...``, ``kept`` (the original is gone) or
+        ``kept: <why>`` (changed since sort, no size/hash recorded, not recorded as done...).
 
     Raises:
         DataError: The manifest cannot be read, is not a sort manifest, or would lead undo
