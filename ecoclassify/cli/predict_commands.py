@@ -113,9 +113,11 @@ def sort_command(predictions: Path | None, dest: Path | None, mode: str, min_sco
                  flat: bool, by_sequence: bool, manifest: Path | None, undo_manifest: Path | None) -> None:
     """File the images of PREDICTIONS (csv or json from predict) into DEST/<label>/.
 
-    Low scores go to unknown/, unreadable files to failed/. Nothing is ever overwritten (a
-    name that is taken gets -2, -3...). Every sort writes a manifest; `ecoclassify sort --undo
-    MANIFEST` reverses it.
+    Low scores go to unknown/, unreadable files to failed/ (a class called unknown or failed
+    goes to class-unknown/ or class-failed/). Nothing is ever overwritten (a name that is taken
+    gets -2, -3...); a file already sorted there is left as it is, so sorting again changes
+    nothing. Every sort writes a manifest; `ecoclassify sort --undo MANIFEST` reverses it,
+    touching only files the sort made that are unchanged since (others are kept and listed).
     """
     from ecoclassify.prediction.sorting import sort, undo_sort
 
@@ -125,6 +127,11 @@ def sort_command(predictions: Path | None, dest: Path | None, mode: str, min_sco
         result = undo_sort(undo_manifest)
         counts = result["undo"].value_counts()
         click.echo("undo: " + ", ".join(f"{key} {value}" for key, value in sorted(counts.items())))
+        left = result[result["undo"].str.startswith(("kept", "conflict", "error"))]
+        for row in left.head(20).itertuples(index=False):
+            click.echo(f"  {row.undo}: {row.destination}")
+        if len(left) > 20:
+            click.echo(f"  ... and {len(left) - 20} more (see the undo column of {undo_manifest})")
         return
     if predictions is None or dest is None:
         raise click.UsageError("give PREDICTIONS and DEST, or --undo MANIFEST")
@@ -133,16 +140,26 @@ def sort_command(predictions: Path | None, dest: Path | None, mode: str, min_sco
                     by_sequence=by_sequence, manifest=manifest, progress=progress)
     folders = ", ".join(f"{key} {value}" for key, value in sorted(plan["folder"].value_counts().items()))
     if dry_run:
-        click.echo(f"dry run: would {mode} {len(plan)} files into {dest}: {folders}")
-        for row in plan.head(10).itertuples(index=False):
+        planned = plan[plan["status"] == "planned"]
+        click.echo(f"dry run: would {mode} {len(planned)} files into {dest}: {folders}")
+        for row in planned.head(10).itertuples(index=False):
             click.echo(f"  {row.source} -> {row.destination}")
-        if len(plan) > 10:
-            click.echo(f"  ... and {len(plan) - 10} more")
-        return
-    done = plan[plan["status"] == "done"]
-    click.echo(f"{mode}: {len(done)} of {len(plan)} files into {dest}: {folders}")
+        if len(planned) > 10:
+            click.echo(f"  ... and {len(planned) - 10} more")
+    else:
+        done = plan[plan["status"] == "done"]
+        click.echo(f"{mode}: {len(done)} of {len(plan)} files into {dest}: {folders}")
+        renamed = done[done["detail"] != ""]
+        if len(renamed):
+            click.echo(f"renamed: {len(renamed)} (the name was taken by another file), e.g. "
+                       f"{renamed.iloc[0]['destination']}: {renamed.iloc[0]['detail']}")
+    already = plan[plan["status"] == "already_sorted"]
+    if len(already):
+        click.echo(f"already sorted: {len(already)} (the same file is already there; left as it is)")
     for status in ("missing", "error"):
         problems = plan[plan["status"] == status]
         if len(problems):
             click.echo(f"{status}: {len(problems)}, e.g. {problems.iloc[0]['source']} {problems.iloc[0]['detail']}")
+    if dry_run:
+        return
     click.echo(f"manifest: {plan.attrs['manifest']} (undo with: ecoclassify sort --undo {plan.attrs['manifest']})")
