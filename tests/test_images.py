@@ -513,3 +513,22 @@ def test_file_handles_are_closed_after_success_and_failure(tmp_path, jpeg_bytes)
             with pytest.raises(ImageReadError):
                 load_rgb(path)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+# --- special files and the decode budget ------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_character_device_is_not_a_regular_file_and_is_refused(device):
+    if not Path(device).exists():
+        pytest.skip(f"{device} does not exist here")
+    error = expect_failure("not_a_regular_file", Path(device))
+    assert "never opened" in error.detail
+
+
+def test_a_header_read_of_a_device_is_refused_too():
+    if not Path("/dev/zero").exists():
+        pytest.skip("/dev/zero does not exist here")
+    with pytest.raises(ImageReadError) as info:
+        read_header("/dev/zero")
+    assert info.value.reason == "not_a_regular_file"

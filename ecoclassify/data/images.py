@@ -10,6 +10,7 @@ files records what went wrong per file instead of crashing:
 - ``truncated``: the file ends before the image does. A JPEG cut inside its header is
   ``truncated`` too (Pillow runs out of bytes while parsing markers); a file cut before its
   format can even be recognised (the first few bytes) is ``unreadable``.
+- ``not_a_regular_file``: a device (``/dev/zero``), FIFO or socket; checked before opening.
 - ``too_large``: width*height from the header exceeds ``max_pixels`` (checked before any pixel
   is decoded) or Pillow's own decompression-bomb limit.
 - ``decode_error``: anything else Pillow raises while decoding the pixels.
@@ -29,6 +30,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +74,7 @@ class ImageReadError(DataError):
     Attributes:
         path: The file that failed.
         reason: A short code: ``not_found``, ``permission_denied``, ``empty``, ``unreadable``,
-            ``truncated``, ``too_large`` or ``decode_error``.
+            ``not_a_regular_file``, ``truncated``, ``too_large`` or ``decode_error``.
         detail: Human-readable explanation, including Pillow's message where there is one.
     """
 
@@ -265,10 +267,26 @@ def _pillow_failure(path: Path, exc: BaseException, *, stage: str) -> ImageReadE
     return ImageReadError(path, "decode_error", message)
 
 
+def _refuse_special_file(path: Path) -> None:
+    """Raises ``not_a_regular_file`` for devices, FIFOs and sockets, before anything opens them.
+
+    Opening one can block forever (a FIFO), never end (``/dev/zero``) or have side effects.
+    Folders pass: opening them fails as ``unreadable``, as it always has.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening it reports the real problem (not found, no permission...)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ImageReadError(path, "not_a_regular_file",
+                             "a device, pipe or socket, not a file; it is never opened")
+
+
 @contextlib.contextmanager
 def _open_image(path: Path, max_pixels: int | None) -> Iterator[ImageFile.ImageFile]:
     """Opens ``path`` and identifies the image, closing the file whatever happens."""
     try:
+        _refuse_special_file(path)
         fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the ExitStack below
     except OSError as exc:
         detail = f"{type(exc).__name__}: {exc.strerror or exc}"
