@@ -40,6 +40,7 @@ from typing import IO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from ecoclassify.data.budget import DECODE_BUDGET
 from ecoclassify.errors import ConfigError, DataError
 
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -395,18 +396,20 @@ def _decode(
                 if orientation in _SWAPPING_ORIENTATIONS:
                     target_h, target_w = target_w, target_h
                 img.draft("RGB", (target_w, target_h))
-            img.load()
-            # After load, so a PNG's trailing eXIf chunk counts too.
-            exif = _exif_of(img, allow_decode=True)
-            orientation = _orientation(exif)
-            width, height = stored_size
-            if orientation in _SWAPPING_ORIENTATIONS:
-                width, height = height, width
-            out = img.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else img
-            out = _to_rgb(out)
-            if size is not None and out.size != (size[1], size[0]):
-                out = out.resize((size[1], size[0]), resample=resample)
-            array = np.array(out, dtype=np.uint8)
+            # img.size is the drafted size now: what will really be decoded.
+            with DECODE_BUDGET.hold(img.width * img.height):
+                img.load()
+                # After load, so a PNG's trailing eXIf chunk counts too.
+                exif = _exif_of(img, allow_decode=True)
+                orientation = _orientation(exif)
+                width, height = stored_size
+                if orientation in _SWAPPING_ORIENTATIONS:
+                    width, height = height, width
+                out = img.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else img
+                out = _to_rgb(out)
+                if size is not None and out.size != (size[1], size[0]):
+                    out = out.resize((size[1], size[0]), resample=resample)
+                array = np.array(out, dtype=np.uint8)
         except (ImageReadError, MemoryError):  # running out of memory is not the file's fault
             raise
         except Exception as exc:
