@@ -504,7 +504,8 @@ def test_a_nul_byte_in_a_csv_path_is_a_listed_bad_record_with_a_printable_path(t
 
 def test_a_file_name_that_is_not_utf8_is_left_out_with_a_printable_path(tmp_path, write_class_folders):
     write_class_folders(tmp_path / "images", {"deer": 2, "fox": 2})
-    shutil.copy(tmp_path / "images" / "deer" / "img_000.jpg", os.fsdecode(bytes(tmp_path / "images" / "deer") + b"/caf\xe9.jpg"))
+    odd = os.fsdecode(bytes(tmp_path / "images" / "deer") + b"/caf\xe9.jpg")  # not UTF-8: Latin-1 "café"
+    shutil.copy(tmp_path / "images" / "deer" / "img_000.jpg", odd)
     result = load_source(data_config(tmp_path, root="images"))
     assert len(result.samples) == 4
     assert excluded_reasons(result) == {str(tmp_path / "images" / "deer") + "/caf\\xe9.jpg": "undecodable_name"}
