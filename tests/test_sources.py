@@ -524,3 +524,15 @@ def test_a_coco_id_that_is_an_object_is_a_data_error_naming_the_entry(tmp_path):
     message = load_error(data_config(tmp_path, source="coco", labels="cct.json"))
     assert "'annotations' entry 0 has a dict as category_id" in message
     assert 'Received: category_id={"x": 1}' in message
+
+
+def test_a_csv_link_out_to_a_name_that_is_not_utf8_is_listed_with_a_printable_detail(tmp_path, make_image):
+    make_image(tmp_path / "data" / "a.jpg")
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg")
+    shutil.copy(tmp_path / "data" / "a.jpg", odd)
+    (tmp_path / "data" / "link.jpg").symlink_to(odd)
+    (tmp_path / "data" / "labels.csv").write_text("filepath,label\na.jpg,deer\nlink.jpg,fox\n", encoding="utf-8")
+    result = load_source(data_config(tmp_path, source="csv", labels="data/labels.csv"))
+    (detail,) = result.excluded["detail"]
+    assert detail.startswith(f"it leads to {tmp_path}/caf\\xe9.jpg, outside {tmp_path / 'data'}")
+    detail.encode("utf-8")  # writable to excluded.csv

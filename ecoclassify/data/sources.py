@@ -103,10 +103,10 @@ def _path_problem(filepath: str, label: str, real_root: Path, allow_outside_root
     try:
         target = Path(filepath).resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: pre-3.13 pathlib's "Symlink loop"
-        return "invalid_path", f"the path cannot be resolved ({exc})"
+        return "invalid_path", printable(f"the path cannot be resolved ({exc})")
     if not target.is_relative_to(real_root):
-        return "outside_root", (f"it leads to {target}, outside {real_root}; set data.allow_outside_root: true "
-                                "to use images outside the root")
+        return "outside_root", printable(f"it leads to {target}, outside {real_root}; set "
+                                         "data.allow_outside_root: true to use images outside the root")
     return None
 
 
