@@ -7,6 +7,7 @@ number of files: see :class:`PixelBudget`. :func:`ecoclassify.data.images.load_r
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -40,8 +41,7 @@ class PixelBudget:
         self.limit = limit
         self.in_use = 0
         self.peak = 0
-        self._next_ticket = 0
-        self._serving = 0
+        self._queue: collections.deque[object] = collections.deque()  # waiting decodes, oldest first
 
     def set_limit(self, limit: int) -> None:
         """Change the budget; waiting threads re-check at once."""
@@ -59,14 +59,16 @@ class PixelBudget:
         """Reserve ``pixels`` for the duration of the block, waiting for room if needed."""
         with self._cond:
             need = min(pixels, self.limit)
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._cond.wait_for(lambda: self._serving == ticket
-                                and (self.in_use == 0 or self.in_use + need <= self.limit))
-            self._serving += 1
+            token = object()
+            self._queue.append(token)
+            try:
+                self._cond.wait_for(lambda: self._queue[0] is token
+                                    and (self.in_use == 0 or self.in_use + need <= self.limit))
+            finally:  # also when the wait is interrupted (Ctrl-C): never block the queue behind us
+                self._queue.remove(token)
+                self._cond.notify_all()  # the next in the queue may fit as well
             self.in_use += need
             self.peak = max(self.peak, self.in_use)
-            self._cond.notify_all()  # the next ticket may fit as well
         try:
             yield
         finally:
