@@ -158,6 +158,8 @@ def evaluate(
     scanned = scan_images(samples, classifier.image_size, max_pixels=data_config.max_image_pixels, progress=progress)
     failed = scanned["status"] == "failed"
     excluded = scanned.loc[failed, ["filepath", "label", "error", "detail"]].reset_index(drop=True)
+    if len(source.excluded):  # refused by the source (outside the root...): listed, never opened
+        excluded = pd.concat([source.excluded, excluded], ignore_index=True)
     usable = scanned[~failed].reset_index(drop=True)
     if excluded.shape[0]:
         log.warning("%d unreadable image(s) recorded and left out", len(excluded))

@@ -30,8 +30,8 @@ import pandas as pd
 
 from ecoclassify.errors import ConfigError, DataError, ModelError, RunError
 from ecoclassify.files import (
-    EXPORT_DIR, LABELS_FILE, LABELS_TXT, SAVED_MODEL_DIR, SPLITS_FILE, TFLITE_FILE, atomic_write,
-    usual_permissions, write_json, write_text,
+    CONFIG_FILE, EXPORT_DIR, LABELS_FILE, LABELS_TXT, MODEL_FILE, SAVED_MODEL_DIR, SPLITS_FILE, STATE_FILE, TFLITE_FILE,
+    atomic_write, usual_permissions, write_json, write_text,
 )
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,32 @@ def _check_free(output: Path, overwrite: bool) -> None:
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise RunError(f"{output} already exists; choose another output folder (-o), or replace it with "
                        "--overwrite (overwrite=True)")
+
+
+#: Files that make a folder a run folder: an export never replaces a folder holding one.
+RUN_MARKERS = (MODEL_FILE, CONFIG_FILE, STATE_FILE, SPLITS_FILE)
+
+
+def _refuse_run_folders(output: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an output that is, or holds, the exported run (or model) or any other run folder.
+
+    ``--overwrite`` replaces the output folder as a whole, so ``-o RUN_DIR`` would delete the
+    run's model, config and splits. Checked before anything is converted or deleted.
+    """
+    target = output.resolve()
+    model = source.resolve()
+    run_dir = model if model.is_dir() else model.parent
+    if target == run_dir or run_dir.is_relative_to(target):
+        raise RunError(f"the export output '{output}' is or contains the run folder '{run_dir}' being exported, which "
+                       f"replacing it would delete. Choose another output folder (-o), e.g. the default "
+                       f"'{default_output(source, 'FORMAT')}'")
+    if not (overwrite and target.is_dir()):
+        return  # nothing will be replaced (without overwrite, _check_free refuses a non-empty output)
+    for folder, _, files in os.walk(target):
+        found = sorted(set(files) & set(RUN_MARKERS))
+        if found:
+            raise RunError(f"the export output '{output}' holds a run folder ('{folder}' has {', '.join(found)}), "
+                           "which replacing it would delete. Choose another output folder (-o)")
 
 
 def representative_images(run_dir: Path, image_size: tuple[int, int],
@@ -218,7 +244,8 @@ def export(run_dir: Path | str, fmt: str, quantize: Optional[str] = None, output
 
     Raises:
         ConfigError: Unknown format or quantisation, or quantisation asked for a SavedModel.
-        RunError: The output exists (without ``overwrite``) or is a file.
+        RunError: The output exists (without ``overwrite``), is a file, or is or holds a run folder
+            (the exported one or another), whatever ``overwrite`` says.
         ModelError: The model cannot be loaded or converted.
         DataError: ``int8`` without readable training images to calibrate on.
     """
@@ -226,6 +253,7 @@ def export(run_dir: Path | str, fmt: str, quantize: Optional[str] = None, output
 
     output = Path(output) if output is not None else default_output(run_dir, fmt, quantize)
     _check_arguments(fmt, quantize, output)
+    _refuse_run_folders(output, Path(run_dir), overwrite)
     _check_free(output, overwrite)
     classifier = load_classifier(run_dir)
     calibration = None

@@ -245,3 +245,28 @@ def test_the_default_output_is_inside_the_run_folder(tmp_path):
     assert default_output(tmp_path, "tflite", "int8") == tmp_path / "export" / "tflite-int8"
     assert default_output(tmp_path, "saved_model") == tmp_path / "export" / "saved_model"
     assert default_output(tmp_path / "model.keras", "tflite") == tmp_path / "export" / "tflite"
+
+
+def test_an_export_into_its_own_run_folder_is_refused_even_with_overwrite(trained, tmp_path):
+    run_dir = trained[0]
+    before = sorted(p.name for p in run_dir.iterdir())
+    runner = CliRunner()
+    for output in (run_dir, run_dir.parent):
+        result = runner.invoke(main, ["export", str(run_dir), "--format", "saved_model", "-o", str(output),
+                                      "--overwrite"])
+        assert result.exit_code == 1, result.output
+        assert "is or contains the run folder" in result.output and "Traceback" not in result.output
+    with pytest.raises(RunError, match="is or contains the run folder"):
+        export(run_dir / "model.keras", "tflite", output=run_dir, overwrite=True)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    assert load_classifier(run_dir).classes == sorted(COLOURS)
+
+
+def test_an_export_over_another_run_folder_is_refused_even_with_overwrite(trained, tmp_path):
+    other = tmp_path / "runs" / "other-run"
+    shutil.copytree(trained[0], other)
+    before = sorted(p.name for p in other.iterdir())
+    for output in (other, tmp_path / "runs"):
+        with pytest.raises(RunError, match="holds a run folder"):
+            export(trained[0], "saved_model", output=output, overwrite=True)
+    assert sorted(p.name for p in other.iterdir()) == before

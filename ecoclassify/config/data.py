@@ -61,6 +61,7 @@ class DataConfig(Section):
     include_labels: Optional[list[str]] = None
     exclude_labels: list[str] = Field(default_factory=list)
     max_image_pixels: int = Field(120_000_000, ge=1)
+    allow_outside_root: bool = False
     split: SplitConfig = Field(default_factory=SplitConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 

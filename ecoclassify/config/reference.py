@@ -54,6 +54,9 @@ DESCRIPTIONS: dict[str, str] = {
     "data.exclude_labels": "Leave out these labels, e.g. `[unknown]`; may not repeat `include_labels`.",
     "data.max_image_pixels": "Images whose header claims more pixels (width x height) are refused as "
                              "`too_large` before decoding: a decompression-bomb guard.",
+    "data.allow_outside_root": "Use `csv`/`coco` paths that lead outside the root (`data.root`, or the labels "
+                               "file's folder): absolute paths, `..` and symlinks out. Off: such images are "
+                               "left out and listed as `outside_root`.",
     "data.split.method": "`stratified`: random per class, keeping class proportions; `group`: no value of "
                          "`group_by` spans two splits; `predefined`: the CSV's `split` column or "
                          "`train/val/test` folders.",

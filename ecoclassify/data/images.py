@@ -10,6 +10,7 @@ files records what went wrong per file instead of crashing:
 - ``truncated``: the file ends before the image does. A JPEG cut inside its header is
   ``truncated`` too (Pillow runs out of bytes while parsing markers); a file cut before its
   format can even be recognised (the first few bytes) is ``unreadable``.
+- ``not_a_regular_file``: a device (``/dev/zero``), FIFO or socket; checked before opening.
 - ``too_large``: width*height from the header exceeds ``max_pixels`` (checked before any pixel
   is decoded) or Pillow's own decompression-bomb limit.
 - ``decode_error``: anything else Pillow raises while decoding the pixels.
@@ -28,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ecoclassify.data.budget import DECODE_BUDGET
+from ecoclassify.data.exif import SWAPPING_ORIENTATIONS, TRANSPOSE, capture_time, exif_of, orientation_of
 from ecoclassify.errors import ConfigError, DataError
 
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -50,29 +53,13 @@ PILLOW_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
 # Every PIL.Image.Resampling name, lower-cased: "nearest", "bilinear", "bicubic", "lanczos"...
 RESAMPLE_METHODS = {name.lower(): method for name, method in Image.Resampling.__members__.items()}
 
-# EXIF orientation -> the transpose that displays the image upright. Same table as
-# ImageOps.exif_transpose, applied directly so that rewriting damaged EXIF/XMP metadata (which
-# exif_transpose does) can never fail an otherwise good photo.
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # transposes and 90-degree rotations
-_EXIF_DATETIME = re.compile(r"(\d{4})[:\-/](\d{2})[:\-/](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
-
-
 class ImageReadError(DataError):
     """An image file could not be read.
 
     Attributes:
         path: The file that failed.
         reason: A short code: ``not_found``, ``permission_denied``, ``empty``, ``unreadable``,
-            ``truncated``, ``too_large`` or ``decode_error``.
+            ``not_a_regular_file``, ``truncated``, ``too_large`` or ``decode_error``.
         detail: Human-readable explanation, including Pillow's message where there is one.
     """
 
@@ -207,48 +194,6 @@ def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
-def _parse_exif_datetime(value: object) -> dt.datetime | None:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", errors="replace")
-    if not isinstance(value, str):
-        return None
-    match = _EXIF_DATETIME.search(value)
-    if not match:
-        return None
-    try:
-        return dt.datetime(*(int(part) for part in match.groups()))
-    except ValueError:  # "0000:00:00 00:00:00" and other impossible dates cameras write
-        return None
-
-
-def _exif_of(img: Image.Image, *, allow_decode: bool) -> Image.Exif:
-    # PngImageFile.getexif() decodes the whole image when eXIf comes after IDAT; a header read
-    # must not pay for that, so such a PNG reports no EXIF until it is loaded.
-    if not allow_decode and img.format == "PNG" and "exif" not in img.info:
-        return Image.Exif()
-    try:
-        return img.getexif()
-    except Exception:  # damaged EXIF must not cost us an otherwise good photo
-        return Image.Exif()
-
-
-def _orientation(exif: Image.Exif) -> int:
-    try:
-        value = int(exif.get(ExifTags.Base.Orientation, 1))
-    except (TypeError, ValueError):
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
-def _datetime(exif: Image.Exif) -> dt.datetime | None:
-    try:
-        original = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal)
-    except Exception:
-        original = None
-    fallback = exif.get(ExifTags.Base.DateTime)
-    return _parse_exif_datetime(original) or _parse_exif_datetime(fallback)
-
-
 def _pillow_failure(path: Path, exc: BaseException, *, stage: str) -> ImageReadError:
     """Maps what Pillow raised while opening (``header``) or decoding (``decode``) a file."""
     message = f"{type(exc).__name__}: {exc}"
@@ -265,10 +210,26 @@ def _pillow_failure(path: Path, exc: BaseException, *, stage: str) -> ImageReadE
     return ImageReadError(path, "decode_error", message)
 
 
+def _refuse_special_file(path: Path) -> None:
+    """Raises ``not_a_regular_file`` for devices, FIFOs and sockets, before anything opens them.
+
+    Opening one can block forever (a FIFO), never end (``/dev/zero``) or have side effects.
+    Folders pass: opening them fails as ``unreadable``, as it always has.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening it reports the real problem (not found, no permission...)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ImageReadError(path, "not_a_regular_file",
+                             "a device, pipe or socket, not a file; it is never opened")
+
+
 @contextlib.contextmanager
 def _open_image(path: Path, max_pixels: int | None) -> Iterator[ImageFile.ImageFile]:
     """Opens ``path`` and identifies the image, closing the file whatever happens."""
     try:
+        _refuse_special_file(path)
         fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the ExitStack below
     except OSError as exc:
         detail = f"{type(exc).__name__}: {exc.strerror or exc}"
@@ -316,11 +277,11 @@ def read_header(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     """
     path = Path(path)
     with _GATE.strict(), _open_image(path, max_pixels) as img:
-        exif = _exif_of(img, allow_decode=False)
+        exif = exif_of(img, allow_decode=False)
         width, height = img.size
-        if _orientation(exif) in _SWAPPING_ORIENTATIONS:
+        if orientation_of(exif) in SWAPPING_ORIENTATIONS:
             width, height = height, width
-        return ImageHeader(width, height, img.format or "", img.mode, _datetime(exif))
+        return ImageHeader(width, height, img.format or "", img.mode, capture_time(exif))
 
 
 def _grey_to_uint8(img: Image.Image) -> Image.Image:
@@ -367,33 +328,35 @@ def _decode(
     with _open_image(path, max_pixels) as img:
         mode = img.mode
         try:
-            orientation = _orientation(_exif_of(img, allow_decode=False))
+            orientation = orientation_of(exif_of(img, allow_decode=False))
             stored_size = img.size  # before draft() shrinks it
             if size is not None and img.format in ("JPEG", "MPO"):
                 # DCT-domain downscaling by 1/2, 1/4 or 1/8; Pillow keeps the result at least as
                 # large as asked, so the final resize below never upsamples. Ask in stored
                 # orientation: a 90-degree EXIF rotation swaps the target's sides.
                 target_h, target_w = size
-                if orientation in _SWAPPING_ORIENTATIONS:
+                if orientation in SWAPPING_ORIENTATIONS:
                     target_h, target_w = target_w, target_h
                 img.draft("RGB", (target_w, target_h))
-            img.load()
-            # After load, so a PNG's trailing eXIf chunk counts too.
-            exif = _exif_of(img, allow_decode=True)
-            orientation = _orientation(exif)
-            width, height = stored_size
-            if orientation in _SWAPPING_ORIENTATIONS:
-                width, height = height, width
-            out = img.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else img
-            out = _to_rgb(out)
-            if size is not None and out.size != (size[1], size[0]):
-                out = out.resize((size[1], size[0]), resample=resample)
-            array = np.array(out, dtype=np.uint8)
+            # img.size is the drafted size now: what will really be decoded.
+            with DECODE_BUDGET.hold(img.width * img.height):
+                img.load()
+                # After load, so a PNG's trailing eXIf chunk counts too.
+                exif = exif_of(img, allow_decode=True)
+                orientation = orientation_of(exif)
+                width, height = stored_size
+                if orientation in SWAPPING_ORIENTATIONS:
+                    width, height = height, width
+                out = img.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else img
+                out = _to_rgb(out)
+                if size is not None and out.size != (size[1], size[0]):
+                    out = out.resize((size[1], size[0]), resample=resample)
+                array = np.array(out, dtype=np.uint8)
         except (ImageReadError, MemoryError):  # running out of memory is not the file's fault
             raise
         except Exception as exc:
             raise _pillow_failure(path, exc, stage="decode") from exc
-        return LoadedImage(array, width, height, _datetime(exif), mode)
+        return LoadedImage(array, width, height, capture_time(exif), mode)
 
 
 def load_rgb(

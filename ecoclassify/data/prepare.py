@@ -28,7 +28,8 @@ class PreparedData:
 
     Attributes:
         samples: Usable images with ``filepath``, ``label``, ``split``, ``group`` and scan columns.
-        excluded: Images that failed to decode (``filepath``, ``label``, ``error``, ``detail``).
+        excluded: Images left out with the reason (``filepath``, ``label``, ``error``, ``detail``):
+            those that failed to decode and those the source refused to open (``outside_root``...).
         skipped: Files found but not images or not reachable, as ``(path, reason)``.
         classes: Sorted class names; the model's output order.
         duplicates: Byte-identical usable images (see :func:`find_duplicates`).
@@ -93,10 +94,15 @@ def prepare_data(config: Config, progress: Optional[Callable[[int, int], None]] 
     warnings = list(source.warnings)
     errors: list[str] = []
     if source.samples.empty:
-        raise DataError(f"no labelled images found for data.source {data.source!r} (root: {source.root})")
+        left_out = f"; {source.warnings[-1]}" if len(source.excluded) else ""  # the warning naming them
+        raise DataError(f"no labelled images found for data.source {data.source!r} (root: {source.root}){left_out}")
     scanned = scan_images(source.samples, data.image_size, max_pixels=data.max_image_pixels, progress=progress)
     failed = scanned[scanned["status"] == "failed"]
+    # Images the source refused to open (outside the root, undecodable names) are listed with
+    # the unreadable ones, whatever on_corrupt says: they are left out, never opened.
     excluded = failed[["filepath", "label", "error", "detail"]].reset_index(drop=True)
+    if len(source.excluded):
+        excluded = pd.concat([source.excluded, excluded], ignore_index=True)
     if len(failed):
         reasons = failed["error"].value_counts().to_dict()
         summary = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))

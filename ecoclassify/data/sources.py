@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from ecoclassify.data.discovery import discover_images, is_hidden
 from ecoclassify.errors import DataError
 
 log = logging.getLogger(__name__)
+
+EXCLUDED_COLUMNS = ["filepath", "label", "error", "detail"]
+#: Reasons for which a listed image is left out without being opened (see ``_path_problem``).
+REFUSED_REASONS = ("outside_root", "undecodable_name", "invalid_path")
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
@@ -35,12 +40,15 @@ class SourceResult:
         root: Folder that relative paths are reported against.
         warnings: Human-readable notes (ignored files, unlabelled images, dropped labels).
         skipped: Files found but not used, as ``(path, reason)``.
+        excluded: Listed images that must not be opened (``filepath``, ``label``, ``error``,
+            ``detail``; see :func:`_refuse_unsafe_paths`), with printable paths.
     """
 
     samples: pd.DataFrame
     root: Path
     warnings: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXCLUDED_COLUMNS))
 
 
 def load_source(data: DataConfig) -> SourceResult:
@@ -53,8 +61,79 @@ def load_source(data: DataConfig) -> SourceResult:
     readers = {"folders": _read_folders, "csv": _read_csv, "coco": _read_coco, "demo": _read_demo}
     result = readers[data.source](data)
     result.samples = _apply_label_filter(result.samples, data, result.warnings)
+    result.samples, result.excluded = _refuse_unsafe_paths(result.samples, result.root, data.allow_outside_root,
+                                                           result.warnings)
     result.samples = result.samples.sort_values("filepath", kind="stable").reset_index(drop=True)
+    # Names that are not UTF-8 arrive surrogate-escaped and cannot be printed or written as text.
+    result.warnings = [printable(w) for w in result.warnings]
+    result.skipped = [(printable(str(p)), reason) for p, reason in result.skipped]
     return result
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (surrogate escapes) and NUL shown as ``\\xNN``.
+
+    Such a string can be printed and written to UTF-8 files (CSV, JSON, HTML) without raising
+    ``UnicodeEncodeError``; plain text comes back unchanged.
+    """
+    text = text.replace("\0", "\\x00")
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:  # a file name's raw bytes: show the bytes that are not UTF-8 as \xNN
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no file-name escape (e.g. from JSON)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _path_problem(filepath: str, label: str, real_root: Path, allow_outside_root: bool) -> tuple[str, str] | None:
+    """``(reason, detail)`` when a listed image must not be opened, else None."""
+    if "\0" in filepath:
+        return "invalid_path", "the path contains a NUL byte, which no file name can hold"
+    for text in (filepath, label):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "undecodable_name", ("the file or folder name is not valid UTF-8 (shown with \\x escapes), so it "
+                                        "cannot be written to splits.csv and read back; rename it")
+    if allow_outside_root:
+        return None
+    try:
+        target = Path(filepath).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: pre-3.13 pathlib's "Symlink loop"
+        return "invalid_path", printable(f"the path cannot be resolved ({exc})")
+    if not target.is_relative_to(real_root):
+        return "outside_root", printable(f"it leads to {target}, outside {real_root}; set "
+                                         "data.allow_outside_root: true to use images outside the root")
+    return None
+
+
+def _refuse_unsafe_paths(samples: pd.DataFrame, root: Path, allow_outside_root: bool,
+                         warnings: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off images that must not be used: outside the root, undecodable names, NUL bytes.
+
+    Paths from a CSV or COCO file must never lead outside the folder the user named (``..``,
+    absolute paths, symlinks out), unless ``allow_outside_root``. Names that are not UTF-8 are
+    left out too, so ``validate`` and ``train`` agree and nothing crashes writing ``splits.csv``.
+
+    Returns:
+        ``(usable samples, excluded)``; ``excluded`` has ``EXCLUDED_COLUMNS`` with printable paths.
+    """
+    real_root = Path(root).resolve()
+    problems = [_path_problem(str(fp), str(label), real_root, allow_outside_root)
+                for fp, label in zip(samples["filepath"], samples["label"])]
+    bad = pd.Series([p is not None for p in problems], index=samples.index, dtype=bool)
+    excluded = pd.DataFrame(
+        [{"filepath": printable(str(fp)), "label": printable(str(label)), "error": problem[0], "detail": problem[1]}
+         for fp, label, problem in zip(samples["filepath"], samples["label"], problems) if problem is not None],
+        columns=EXCLUDED_COLUMNS)
+    if len(excluded):
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(excluded["error"].value_counts().items()))
+        warnings.append(f"{len(excluded)} image(s) left out unopened ({counts}), e.g. {excluded['filepath'].iloc[0]}: "
+                        f"{excluded['detail'].iloc[0]}")
+    return samples[~bad], excluded
 
 
 def _read_demo(data: DataConfig) -> SourceResult:
@@ -71,7 +150,8 @@ def _read_folders(data: DataConfig) -> SourceResult:
     skipped: list[tuple[str, str]] = []
     predefined = data.split.method == "predefined"
     if predefined:
-        split_dirs = {p.name: SPLIT_NAMES[p.name.lower()] for p in _subdirs(root) if p.name.lower() in SPLIT_NAMES}
+        split_dirs = {p.name: SPLIT_NAMES[p.name.lower()] for p in _subdirs(root, root, skipped)
+                      if p.name.lower() in SPLIT_NAMES}
         if "train" not in split_dirs.values():
             raise DataError(
                 f"data.split.method 'predefined' with source 'folders' needs {root}/train/<class>/ "
@@ -81,7 +161,7 @@ def _read_folders(data: DataConfig) -> SourceResult:
     else:
         parents = [(root, None)]
     for parent, split in parents:
-        class_dirs = _subdirs(parent)
+        class_dirs = _subdirs(parent, root, skipped)
         if not class_dirs:
             raise DataError(f"{parent} has no class subfolders: expected {parent}/<class>/<images>")
         for class_dir in class_dirs:
@@ -141,10 +221,14 @@ def _read_coco(data: DataConfig) -> SourceResult:
         coco = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read the COCO Camera Traps file {path}: {exc}") from None
+    except RecursionError:
+        raise DataError(f"cannot read the COCO Camera Traps file {path}: its lists or objects are nested too "
+                        "deeply to be COCO Camera Traps JSON") from None
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco, dict) or not isinstance(coco.get(key), list):
             raise DataError(f"{path} is not COCO Camera Traps JSON: it needs a list '{key}'")
     try:
+        _check_coco_ids(path, coco)
         categories = {c["id"]: str(c["name"]) for c in coco["categories"]}
         images = {im["id"]: im for im in coco["images"]}
         pairs = [(a["image_id"], a["category_id"]) for a in coco["annotations"]]
@@ -177,6 +261,17 @@ def _read_coco(data: DataConfig) -> SourceResult:
         if (frame[column] == "").all():
             frame = frame.drop(columns=column)
     return SourceResult(frame.reset_index(drop=True), root, warnings)
+
+
+def _check_coco_ids(path: Path, coco: dict) -> None:
+    """Ids must be plain values: a dict or list id would crash later as "unhashable"."""
+    fields = (("categories", "id"), ("images", "id"), ("annotations", "image_id"), ("annotations", "category_id"))
+    for key, name in fields:
+        for index, entry in enumerate(coco[key]):
+            value = entry[name]
+            if isinstance(value, (dict, list)):
+                raise DataError(f"{path}: '{key}' entry {index} has a {type(value).__name__} as {name}; ids must "
+                                f"be integers or strings. Received: {name}={json.dumps(value)[:80]}")
 
 
 def _refuse_multiple_labels(frame: pd.DataFrame, where: str, warnings: list[str]) -> pd.DataFrame:
@@ -237,8 +332,21 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name))
+def _subdirs(folder: Path, root: Path | None = None, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Visible subfolders of ``folder``; with ``root``, links to folders outside it are skipped."""
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name))
+    if root is None:
+        return found
+    real_root = Path(root).resolve()
+    inside = []
+    for path in found:
+        # A linked class folder may point anywhere; like discovery, never follow a link out of the root.
+        if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+            if skipped is not None:
+                skipped.append((str(path), "symlink_outside_root"))
+            continue
+        inside.append(path)
+    return inside
 
 
 def _existing_dir(path: Path | None, key: str) -> Path:

@@ -7,6 +7,7 @@ from typing import Callable, Optional, Union
 
 from ecoclassify.config import Config, load_config
 from ecoclassify.data.prepare import PreparedData, prepare_data
+from ecoclassify.data.sources import REFUSED_REASONS
 
 
 def validate(config: Union[Config, str, Path], progress: Optional[Callable[[int, int], None]] = None) -> PreparedData:
@@ -36,10 +37,13 @@ def format_validation(prepared: PreparedData) -> str:
     if not counts.empty:
         lines += ["images per class and split:", counts.to_string(), ""]
     lines.append(f"usable images: {len(prepared.samples)}; classes: {len(prepared.classes)}")
-    if len(prepared.excluded):
-        lines.append(f"unreadable images ({len(prepared.excluded)}):")
-        for row in prepared.excluded.itertuples(index=False):
-            lines.append(f"  {row.filepath}: {row.error} - {row.detail}")
+    refused = prepared.excluded["error"].isin(REFUSED_REASONS)
+    for title, rows in (("images left out unopened", prepared.excluded[refused]),
+                        ("unreadable images", prepared.excluded[~refused])):
+        if len(rows):
+            lines.append(f"{title} ({len(rows)}):")
+            for row in rows.itertuples(index=False):
+                lines.append(f"  {row.filepath}: {row.error} - {row.detail}")
     if prepared.skipped:
         lines.append(f"files skipped ({len(prepared.skipped)}), e.g.: "
                      + "; ".join(f"{p} ({r})" for p, r in prepared.skipped[:5]))

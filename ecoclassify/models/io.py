@@ -8,6 +8,7 @@ Models are loaded with ``safe_mode=True``: a file that would run arbitrary code 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,23 +55,84 @@ def resolve_model_path(source: Path | str) -> tuple[Path, Path]:
     return model_path, labels_path
 
 
+#: Caps checked on a ``.keras`` archive before Keras unpacks it, so a zip bomb is refused
+#: instead of filling memory or disk. A real ``config.json`` is kilobytes to a few megabytes;
+#: real weights hardly compress (float32 noise), so a large member that shrank more than
+#: ``MAX_COMPRESSION_RATIO`` times is a run of repeated bytes, not weights.
+MAX_JSON_MEMBER_BYTES = 64 * 2**20
+MAX_ARCHIVE_BYTES = 8 * 2**30
+MAX_COMPRESSION_RATIO = 100
+
+
+def check_keras_archive(model_path: Path) -> None:
+    """Refuse a ``.keras`` file that is not a zip archive, lacks ``config.json`` or is a zip bomb.
+
+    Raises:
+        ModelError: Naming the file and what is wrong with it.
+    """
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelError(f"{model_path} is corrupt or unreadable: it is not a .keras (zip) archive "
+                         f"({type(exc).__name__}: {exc})") from None
+    if "config.json" not in {m.filename for m in members}:
+        raise ModelError(f"{model_path} is corrupt: the archive has no config.json, so it is not a Keras model")
+    total = 0
+    for member in members:
+        total += member.file_size
+        if member.filename.endswith(".json") and member.file_size > MAX_JSON_MEMBER_BYTES:
+            raise ModelError(f"{model_path} is refused: its {member.filename} unpacks to {member.file_size} bytes, "
+                             f"more than the {MAX_JSON_MEMBER_BYTES} a model description can need")
+        if member.file_size > MAX_JSON_MEMBER_BYTES and member.file_size > MAX_COMPRESSION_RATIO * member.compress_size:
+            raise ModelError(f"{model_path} is refused as a zip bomb: its {member.filename} unpacks to "
+                             f"{member.file_size} bytes from {member.compress_size} (more than "
+                             f"{MAX_COMPRESSION_RATIO}x), which real weights never do")
+    if total > MAX_ARCHIVE_BYTES:
+        raise ModelError(f"{model_path} is refused: it unpacks to {total} bytes, more than {MAX_ARCHIVE_BYTES}")
+
+
+def read_classes(labels_path: Path) -> list[str]:
+    """The class names of a ``labels.json``: a non-empty list of distinct, non-empty strings.
+
+    Raises:
+        ModelError: Naming the file and what is wrong, with what was received.
+    """
+    form = '{"classes": ["name", ...]}'
+    try:
+        labels = json.loads(labels_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelError(f"{labels_path} is not a valid labels file ({form}): {exc}") from None
+    if not isinstance(labels, dict) or "classes" not in labels:
+        raise ModelError(f"{labels_path} must be an object with a list 'classes' ({form}). "
+                         f"Received: {json.dumps(labels)[:100]}")
+    classes = labels["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise ModelError(f"{labels_path}: 'classes' must be a non-empty list of class names (strings) in the "
+                         f"model's output order. Received: classes={json.dumps(classes)[:100]}")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ModelError(f"{labels_path}: 'classes' must not repeat a name, or two outputs would mean the same "
+                         f"class. Received repeated: {', '.join(repeated)}")
+    return list(classes)
+
+
 def load_classifier(source: Path | str) -> LoadedClassifier:
     """Load a classifier from a run folder or a ``.keras`` file with ``labels.json`` beside it.
 
     Raises:
-        ModelError: The files are missing, unsafe or inconsistent (labels vs. model outputs).
+        ModelError: The files are missing, corrupt, unsafe (see :func:`check_keras_archive`) or
+            inconsistent (labels vs. model outputs).
     """
     # Every check that needs no TensorFlow comes first: a wrong path fails in a second.
     model_path, labels_path = resolve_model_path(source)
-    try:
-        labels = json.loads(labels_path.read_text(encoding="utf-8"))
-        classes = [str(c) for c in labels["classes"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{labels_path} is not a valid labels file ({{\"classes\": [...]}}): {exc}") from None
+    classes = read_classes(labels_path)
+    check_keras_archive(model_path)
     quiet_tensorflow()
     import keras
 
     import ecoclassify.models.layers  # noqa: F401  (registers our serialisable layers)
+
     try:
         model = keras.saving.load_model(model_path, safe_mode=True)
     except Exception as exc:  # Keras raises many types for corrupt, foreign or unsafe files

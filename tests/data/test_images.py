@@ -513,3 +513,70 @@ def test_file_handles_are_closed_after_success_and_failure(tmp_path, jpeg_bytes)
             with pytest.raises(ImageReadError):
                 load_rgb(path)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+# --- special files and the decode budget ------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_character_device_is_not_a_regular_file_and_is_refused(device):
+    if not Path(device).exists():
+        pytest.skip(f"{device} does not exist here")
+    error = expect_failure("not_a_regular_file", Path(device))
+    assert "never opened" in error.detail
+
+
+def test_a_header_read_of_a_device_is_refused_too():
+    if not Path("/dev/zero").exists():
+        pytest.skip("/dev/zero does not exist here")
+    with pytest.raises(ImageReadError) as info:
+        read_header("/dev/zero")
+    assert info.value.reason == "not_a_regular_file"
+
+
+@pytest.fixture
+def small_decode_budget():
+    """A 50-megapixel budget for the test, the default restored afterwards."""
+    from ecoclassify.data.budget import DECODE_BUDGET, DEFAULT_DECODE_PIXEL_BUDGET, set_decode_pixel_budget
+
+    set_decode_pixel_budget(50_000_000)
+    DECODE_BUDGET.reset_peak()
+    yield DECODE_BUDGET
+    set_decode_pixel_budget(DEFAULT_DECODE_PIXEL_BUDGET)
+
+
+def test_the_decode_budget_keeps_concurrent_large_decodes_under_it(tmp_path, small_decode_budget):
+    # 40 megapixels of one grey compress to a few kB on disk but cost 40 MB+ per decode.
+    big = tmp_path / "big_0.png"
+    Image.new("L", (8000, 5000), 128).save(big)
+    assert big.stat().st_size < 1_000_000
+    paths = [big] + [tmp_path / f"big_{i}.png" for i in range(1, 4)]
+    for path in paths[1:]:
+        path.write_bytes(big.read_bytes())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loaded = list(pool.map(lambda p: load_rgb(p, size=(8, 8)), paths))
+    assert [(image.width, image.height) for image in loaded] == [(8000, 5000)] * 4
+    assert small_decode_budget.peak == 40_000_000  # one at a time: two would be 80 MP > 50 MP
+    assert small_decode_budget.in_use == 0
+
+
+def test_an_image_larger_than_the_whole_budget_still_decodes_alone(tmp_path, small_decode_budget):
+    from ecoclassify.data.budget import set_decode_pixel_budget
+
+    set_decode_pixel_budget(1_000)
+    save(tmp_path / "a.png", asymmetric(48, 64))
+    assert load_rgb(tmp_path / "a.png").array.shape == (48, 64, 3)
+    assert small_decode_budget.peak == 1_000 and small_decode_budget.in_use == 0
+
+
+def test_jpeg_decodes_reserve_only_their_drafted_pixels(tmp_path, small_decode_budget):
+    Image.new("RGB", (800, 600), (10, 20, 30)).save(tmp_path / "a.jpg", quality=90)
+    load_rgb(tmp_path / "a.jpg", size=(75, 100))
+    assert small_decode_budget.peak == 100 * 75  # drafted by 1/8, not 800 x 600
+
+
+def test_the_decode_budget_must_be_a_positive_integer():
+    from ecoclassify.data.budget import set_decode_pixel_budget
+
+    with pytest.raises(ConfigError, match="Received: 0"):
+        set_decode_pixel_budget(0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -148,7 +150,8 @@ def test_csv_paths_are_relative_to_data_root_when_it_is_set(tmp_path, write_csv)
 def test_csv_paths_are_relative_to_the_csv_folder_without_data_root(tmp_path, write_csv):
     absolute = tmp_path / "elsewhere" / "c.jpg"
     write_csv(tmp_path / "meta" / "labels.csv", ["filepath", "label"], [["deer/a.jpg", "deer"], [absolute, "fox"]])
-    samples = load_source(data_config(tmp_path, source="csv", labels="meta/labels.csv")).samples
+    data = data_config(tmp_path, source="csv", labels="meta/labels.csv", allow_outside_root=True)
+    samples = load_source(data).samples
     assert samples["filepath"].tolist() == [str(tmp_path / "elsewhere" / "c.jpg"),
                                             str(tmp_path / "meta" / "deer" / "a.jpg")]
 
@@ -425,3 +428,111 @@ def test_the_demo_set_is_cached_under_ecoclassify_cache(tmp_path, monkeypatch):
     result = load_source(data_config(tmp_path, source="demo", demo={"images_per_class": 6, "image_size": 16}))
     assert result.root == expected
     assert (expected / "labels.csv").is_file()
+
+
+# --- paths that must not be opened ----------------------------------------------------------------
+
+
+def excluded_reasons(result) -> dict[str, str]:
+    return dict(zip(result.excluded["filepath"], result.excluded["error"]))
+
+
+def test_a_class_folder_linked_from_outside_the_root_is_not_a_class(tmp_path, write_class_folders):
+    write_class_folders(tmp_path / "images", {"deer": 2, "fox": 2})
+    write_class_folders(tmp_path / "elsewhere", {"owl": 2})
+    (tmp_path / "images" / "owl").symlink_to(tmp_path / "elsewhere" / "owl", target_is_directory=True)
+    (tmp_path / "images" / "renard").symlink_to(tmp_path / "images" / "fox", target_is_directory=True)
+    result = load_source(data_config(tmp_path, root="images"))
+    assert sorted(set(result.samples["label"])) == ["deer", "fox", "renard"]  # a link inside the root is fine
+    assert (str(tmp_path / "images" / "owl"), "symlink_outside_root") in result.skipped
+
+
+@pytest.fixture
+def csv_leading_out(tmp_path, make_image, write_csv) -> Path:
+    """``data/labels.csv`` listing one image inside ``data/`` and four ways out of it."""
+    make_image(tmp_path / "data" / "inside.jpg")
+    make_image(tmp_path / "outside.jpg")
+    (tmp_path / "data" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    rows = [("inside.jpg", "deer"), ("../outside.jpg", "deer"), (str(tmp_path / "outside.jpg"), "fox"),
+            ("link.jpg", "fox"), ("/dev/zero", "fox")]
+    return write_csv(tmp_path / "data" / "labels.csv", ["filepath", "label"], rows)
+
+
+def test_csv_paths_leading_outside_the_root_are_left_out_as_outside_root(tmp_path, csv_leading_out):
+    result = load_source(data_config(tmp_path, source="csv", labels="data/labels.csv"))
+    data = tmp_path / "data"
+    assert result.samples["filepath"].tolist() == [str(data / "inside.jpg")]
+    assert excluded_reasons(result) == {
+        str(data / ".." / "outside.jpg"): "outside_root", str(tmp_path / "outside.jpg"): "outside_root",
+        str(data / "link.jpg"): "outside_root", "/dev/zero": "outside_root",
+    }
+    assert "data.allow_outside_root: true" in result.excluded["detail"].iloc[0]
+    assert any("4 image(s) left out unopened (4 outside_root)" in w for w in result.warnings)
+
+
+def test_csv_paths_outside_data_root_are_refused_even_inside_the_csv_folder(tmp_path, make_image, write_csv):
+    make_image(tmp_path / "photos" / "a.jpg")
+    make_image(tmp_path / "b.jpg")
+    write_csv(tmp_path / "labels.csv", ["filepath", "label"], [("a.jpg", "deer"), ("../b.jpg", "fox")])
+    result = load_source(data_config(tmp_path, source="csv", labels="labels.csv", root="photos"))
+    assert relative(result.samples, tmp_path) == ["photos/a.jpg"]
+    assert excluded_reasons(result) == {str(tmp_path / "photos" / ".." / "b.jpg"): "outside_root"}
+
+
+def test_allow_outside_root_opts_in_to_paths_outside_the_root(tmp_path, csv_leading_out):
+    result = load_source(data_config(tmp_path, source="csv", labels="data/labels.csv", allow_outside_root=True))
+    assert len(result.samples) == 5 and result.excluded.empty
+
+
+def test_coco_file_names_leading_outside_the_root_are_left_out(tmp_path, make_image):
+    make_image(tmp_path / "cct" / "a.jpg")
+    images = [coco_image(1, "a.jpg"), coco_image(2, "../../etc/passwd"), coco_image(3, "/etc/passwd")]
+    annotations = [{"id": i, "image_id": i, "category_id": 1} for i in (1, 2, 3)]
+    write_coco(tmp_path / "cct" / "cct.json", images, annotations)
+    result = load_source(data_config(tmp_path, source="coco", labels="cct/cct.json"))
+    assert relative(result.samples, tmp_path) == ["cct/a.jpg"]
+    assert sorted(result.excluded["error"]) == ["outside_root", "outside_root"]
+
+
+def test_a_nul_byte_in_a_csv_path_is_a_listed_bad_record_with_a_printable_path(tmp_path, make_image):
+    make_image(tmp_path / "a.jpg")
+    (tmp_path / "labels.csv").write_text("filepath,label\na.jpg,deer\nb\0c.jpg,fox\n", encoding="utf-8")
+    result = load_source(data_config(tmp_path, source="csv", labels="labels.csv"))
+    assert relative(result.samples, tmp_path) == ["a.jpg"]
+    assert excluded_reasons(result) == {str(tmp_path / "b\\x00c.jpg"): "invalid_path"}
+
+
+def test_a_file_name_that_is_not_utf8_is_left_out_with_a_printable_path(tmp_path, write_class_folders):
+    write_class_folders(tmp_path / "images", {"deer": 2, "fox": 2})
+    odd = os.fsdecode(bytes(tmp_path / "images" / "deer") + b"/caf\xe9.jpg")  # not UTF-8: Latin-1 "café"
+    shutil.copy(tmp_path / "images" / "deer" / "img_000.jpg", odd)
+    result = load_source(data_config(tmp_path, root="images"))
+    assert len(result.samples) == 4
+    assert excluded_reasons(result) == {str(tmp_path / "images" / "deer") + "/caf\\xe9.jpg": "undecodable_name"}
+    assert result.excluded.iloc[0]["label"] == "deer"
+
+
+def test_coco_json_nested_too_deeply_is_a_data_error_not_a_recursion_error(tmp_path):
+    (tmp_path / "cct.json").write_text("[" * 100_000 + "]" * 100_000)
+    message = load_error(data_config(tmp_path, source="coco", labels="cct.json"))
+    assert message.startswith(f"cannot read the COCO Camera Traps file {tmp_path / 'cct.json'}")
+    assert "nested too deeply" in message
+
+
+def test_a_coco_id_that_is_an_object_is_a_data_error_naming_the_entry(tmp_path):
+    write_coco(tmp_path / "cct.json", [coco_image(1, "a.jpg")], [{"id": 1, "image_id": 1, "category_id": {"x": 1}}])
+    message = load_error(data_config(tmp_path, source="coco", labels="cct.json"))
+    assert "'annotations' entry 0 has a dict as category_id" in message
+    assert 'Received: category_id={"x": 1}' in message
+
+
+def test_a_csv_link_out_to_a_name_that_is_not_utf8_is_listed_with_a_printable_detail(tmp_path, make_image):
+    make_image(tmp_path / "data" / "a.jpg")
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg")
+    shutil.copy(tmp_path / "data" / "a.jpg", odd)
+    (tmp_path / "data" / "link.jpg").symlink_to(odd)
+    (tmp_path / "data" / "labels.csv").write_text("filepath,label\na.jpg,deer\nlink.jpg,fox\n", encoding="utf-8")
+    result = load_source(data_config(tmp_path, source="csv", labels="data/labels.csv"))
+    (detail,) = result.excluded["detail"]
+    assert detail.startswith(f"it leads to {tmp_path}/caf\\xe9.jpg, outside {tmp_path / 'data'}")
+    detail.encode("utf-8")  # writable to excluded.csv

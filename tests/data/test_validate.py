@@ -313,3 +313,62 @@ def test_importing_the_cli_and_validating_a_config_never_imports_tensorflow(tmp_
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# --- images that must not be opened -------------------------------------------------------------
+
+
+def test_a_device_listed_in_a_csv_is_never_opened_even_when_outside_paths_are_allowed(tmp_path, make_image,
+                                                                                       write_csv):
+    for label in ("deer", "fox"):
+        for i in range(6):
+            make_image(tmp_path / label / f"{i}.jpg")
+    rows = [(f"{label}/{i}.jpg", label) for label in ("deer", "fox") for i in range(6)] + [("/dev/zero", "fox")]
+    write_csv(tmp_path / "labels.csv", ["filepath", "label"], rows)
+    config = Config.from_dict({"data": {"source": "csv", "labels": str(tmp_path / "labels.csv"), "image_size": 32,
+                                        "allow_outside_root": True}, "model": MODEL})
+    prepared = prepare_data(config)
+    assert prepared.ok and len(prepared.samples) == 12
+    assert prepared.excluded[["filepath", "error"]].values.tolist() == [["/dev/zero", "not_a_regular_file"]]
+
+
+def test_cli_validate_lists_csv_paths_outside_the_root_as_left_out_unopened(runner, tmp_path, write_class_folders,
+                                                                            write_config, write_csv):
+    write_class_folders(tmp_path / "data", {"deer": 6, "fox": 6})
+    rows = [(f"{label}/img_{i:03d}.jpg", label) for label in ("deer", "fox") for i in range(6)]
+    write_csv(tmp_path / "data" / "labels.csv", ["filepath", "label"], rows + [("/etc/passwd", "fox")])
+    path = write_config(tmp_path, {"data": {"source": "csv", "labels": "data/labels.csv", "image_size": 32},
+                                   "model": MODEL})
+    result = runner.invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "images left out unopened (1):" in result.stdout
+    assert "  /etc/passwd: outside_root - it leads to /etc/passwd, outside" in result.stdout
+    assert "usable images: 12" in result.stdout
+
+
+@pytest.mark.slow
+def test_cli_validate_and_train_agree_on_a_file_name_that_is_not_utf8(runner, tmp_path, write_class_folders,
+                                                                     write_config):
+    images = tmp_path / "images"
+    write_class_folders(images, {"deer": 6, "fox": 6})
+    odd = os.fsdecode(bytes(images / "deer") + b"/caf\xe9.jpg")  # a Latin-1 name from an old camera or card
+    shutil.copy(images / "deer" / "img_000.jpg", odd)
+    shown = f"{images / 'deer'}/caf\\xe9.jpg"
+    path = write_config(tmp_path, {
+        "experiment": {"name": "odd", "output_dir": "runs"},
+        "data": {"root": "images", "image_size": 32},
+        "model": {**MODEL, "custom_cnn": {"filters": [4]}},
+        "training": {"epochs": 1, "batch_size": 8, "mode": "scratch"},
+    })
+    checked = runner.invoke(main, ["validate", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert "usable images: 12" in checked.stdout
+    assert f"  {shown}: undecodable_name - " in checked.stdout
+    trained = runner.invoke(main, ["train", str(path)])
+    assert trained.exit_code == 0, trained.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    splits = (run_dir / "splits.csv").read_text(encoding="utf-8")
+    assert len(splits.splitlines()) == 1 + 12 and "caf" not in splits
+    excluded = (run_dir / "excluded.csv").read_text(encoding="utf-8").splitlines()
+    assert excluded[1].startswith(f"{shown},deer,undecodable_name,")
+    assert (run_dir / "model.keras").is_file()

@@ -151,3 +151,73 @@ def test_the_backbones_command_lists_every_registered_backbone():
     assert "default_size" in lines[0] and "fine_tune_from" in lines[0]
     assert sorted(line.split()[0] for line in lines[1:]) == list_backbones()
     assert any(line.split()[:4] == ["vgg16", "224", "32", "caffe"] for line in lines)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    """A run-like folder with a real two-class ``model.keras`` and its ``labels.json``."""
+    folder = tmp_path_factory.mktemp("saved")
+    build_model(config_for("custom_cnn"), num_classes=2).save(folder / "model.keras")
+    (folder / "labels.json").write_text('{"classes": ["deer", "fox"]}')
+    return folder
+
+
+def model_error(source: Path) -> str:
+    from ecoclassify.errors import ModelError
+
+    with pytest.raises(ModelError) as info:
+        load_classifier(source)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(("labels", "expected"), [
+    ('{"classes": "deer"}', 'must be a non-empty list of class names (strings) in the model\'s output order. '
+                            'Received: classes="deer"'),
+    ('{"classes": {"0": "deer", "1": "fox"}}', 'Received: classes={"0": "deer", "1": "fox"}'),
+    ('{"classes": ["deer", "deer"]}', "must not repeat a name, or two outputs would mean the same class. "
+                                      "Received repeated: deer"),
+    ('["deer", "fox"]', "must be an object with a list 'classes'"),
+    ('{"classes": ["deer", null]}', 'Received: classes=["deer", null]'),
+], ids=["string", "dict", "duplicates", "bare_list", "null_name"])
+def test_a_malformed_labels_json_is_a_model_error_naming_the_file_and_the_problem(saved_model, tmp_path, labels,
+                                                                                  expected):
+    (tmp_path / "model.keras").write_bytes((saved_model / "model.keras").read_bytes())
+    (tmp_path / "labels.json").write_text(labels)
+    message = model_error(tmp_path)
+    assert message.startswith(str(tmp_path / "labels.json")) and expected in message
+
+
+def test_a_corrupt_model_file_is_reported_as_corrupt_not_as_missing(saved_model, tmp_path):
+    (tmp_path / "labels.json").write_text('{"classes": ["deer", "fox"]}')
+    (tmp_path / "model.keras").write_bytes((saved_model / "model.keras").read_bytes()[:5000])  # a cut-off copy
+    message = model_error(tmp_path)
+    assert message.startswith(f"{tmp_path / 'model.keras'} is corrupt or unreadable: it is not a .keras (zip) archive")
+    assert "File not found" not in message
+
+
+def write_keras_zip(path: Path, members: dict[str, int], source: Path) -> Path:
+    """A .keras archive: the real model's members, plus ``members`` as runs of zeros of the given sizes."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as real, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in real.namelist():
+            if name not in members:
+                archive.writestr(name, real.read(name))
+        for name, size in members.items():
+            with archive.open(name, "w", force_zip64=True) as handle:
+                block = bytes(1 << 20)
+                for _ in range(size >> 20):
+                    handle.write(block)
+    return path
+
+
+@pytest.mark.parametrize(("members", "expected"), [
+    ({"config.json": 65 << 20}, "its config.json unpacks to 68157440 bytes, more than the 67108864"),
+    ({"model.weights.h5": 200 << 20}, "is refused as a zip bomb: its model.weights.h5 unpacks to 209715200 bytes"),
+    ({"padding.bin": 100 << 20}, "is refused as a zip bomb: its padding.bin"),
+], ids=["huge_config", "zero_weights", "extra_member"])
+def test_a_keras_zip_bomb_is_refused_before_keras_unpacks_it(saved_model, tmp_path, members, expected):
+    write_keras_zip(tmp_path / "model.keras", members, saved_model / "model.keras")
+    assert (tmp_path / "model.keras").stat().st_size < 2_000_000  # kilobytes on disk
+    (tmp_path / "labels.json").write_text('{"classes": ["deer", "fox"]}')
+    assert expected in model_error(tmp_path)
