@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import pandas as pd
 
 from ecoclassify.data.images import DEFAULT_MAX_PIXELS
 from ecoclassify.errors import ConfigError, RunError
+from ecoclassify.md_categories import check_md_category_overrides, resolve_md_categories
 from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.predict_checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
 from ecoclassify.predict_inputs import InputSpec, iter_work, resolve_inputs
@@ -103,6 +104,7 @@ def predict(
     resume: bool = False,
     overwrite: bool = False,
     sequence_gap: float | None = None,
+    md_categories: Mapping[str, str] | None = None,
     allow_truncated: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     threads: int | None = None,
@@ -129,6 +131,8 @@ def predict(
             inputs; only files not yet classified are read (failed ones are retried).
         overwrite: Replace an existing output (and discard a checkpoint).
         sequence_gap: Seconds; group images into sequences (see :mod:`ecoclassify.sequences`).
+        md_categories: For ``md-json``: ``{class: "animal" | "person" | "vehicle" | "empty"}``
+            for classes whose name does not say it (see :mod:`ecoclassify.md_categories`).
         allow_truncated: Classify the readable part of truncated files instead of failing them.
         max_pixels: Images whose header claims more pixels fail as ``too_large``.
         threads: Decoding threads (per Dask worker with the Dask engine); defaults to the
@@ -157,6 +161,7 @@ def predict(
         PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
     """
     _check_options(batch_size, top_k, threshold, fmt, checkpoint_every, sequence_gap, max_pixels, threads)
+    check_md_category_overrides(md_categories)
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of: {', '.join(ENGINES)}. Received: {engine!r}")
     if engine != "dask" and (scheduler is not None or dask_workers is not None):
@@ -170,7 +175,7 @@ def predict(
     classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
     options = {"batch_size": batch_size, "top_k": min(top_k, len(classifier.classes)), "threshold": threshold,
                "recursive": recursive, "sequence_gap": sequence_gap, "allow_truncated": allow_truncated,
-               "max_pixels": max_pixels}
+               "max_pixels": max_pixels, "md_categories": resolve_md_categories(classifier.classes, md_categories)}
 
     checkpoint = None
     done: dict[tuple[str, str], RawRow] = {}
