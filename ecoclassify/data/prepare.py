@@ -28,7 +28,8 @@ class PreparedData:
 
     Attributes:
         samples: Usable images with ``filepath``, ``label``, ``split``, ``group`` and scan columns.
-        excluded: Images that failed to decode (``filepath``, ``label``, ``error``, ``detail``).
+        excluded: Images that failed to decode or that the source left out on purpose
+            (``data.multi_label: drop``): ``filepath``, ``label``, ``error``, ``detail``.
         skipped: Files found but not images or not reachable, as ``(path, reason)``.
         classes: Sorted class names; the model's output order.
         duplicates: Byte-identical usable images (see :func:`find_duplicates`).
@@ -97,6 +98,8 @@ def prepare_data(config: Config, progress: Optional[Callable[[int, int], None]] 
     scanned = scan_images(source.samples, data.image_size, max_pixels=data.max_image_pixels, progress=progress)
     failed = scanned[scanned["status"] == "failed"]
     excluded = failed[["filepath", "label", "error", "detail"]].reset_index(drop=True)
+    if source.dropped is not None and len(source.dropped):
+        excluded = pd.concat([source.dropped, excluded], ignore_index=True)
     if len(failed):
         reasons = failed["error"].value_counts().to_dict()
         summary = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
