@@ -97,8 +97,8 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
         frame = predict(model, list(inputs), output=output, batch_size=batch_size, top_k=top_k, threshold=threshold,
                         recursive=recursive, fmt=fmt, checkpoint_every=checkpoint_every, resume=resume,
                         overwrite=overwrite, sequence_gap=sequence_gap, md_categories=md_categories,
-                        allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
-                        progress=progress, **limits)
+                        allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler,
+                        dask_workers=workers, progress=progress, **limits)
     click.echo(format_summary(frame.attrs["summary"]))
 
 

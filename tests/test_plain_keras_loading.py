@@ -50,8 +50,9 @@ print("no ecoclassify module loaded:", not any(m.startswith("ecoclassify") for m
 
 def run_without_ecoclassify(jobs: list[tuple[Path, Path, Path]], cwd: Path) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-I", "-c", FOREIGN_SCRIPT, json.dumps([[str(p) for p in job] for job in jobs])],
-                          capture_output=True, text=True, cwd=cwd, timeout=300, env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    arguments = json.dumps([[str(p) for p in job] for job in jobs])
+    return subprocess.run([sys.executable, "-I", "-c", FOREIGN_SCRIPT, arguments], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def real_jpegs(folder: Path, shared: Path) -> list[Path]:
@@ -97,7 +98,8 @@ def test_the_foreign_python_really_cannot_load_a_model_that_needs_ecoclassify(tm
     x = BackbonePreprocessing("caffe")(keras.layers.Rescaling(1.0)(inputs))
     keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)).save(tmp_path / "old.keras")
     np.save(tmp_path / "images.npy", np.zeros((1, 32, 32, 3), np.uint8))
-    result = run_without_ecoclassify([(tmp_path / "old.keras", tmp_path / "images.npy", tmp_path / "out.npy")], tmp_path)
+    job = (tmp_path / "old.keras", tmp_path / "images.npy", tmp_path / "out.npy")
+    result = run_without_ecoclassify([job], tmp_path)
     assert result.returncode != 0 and "BackbonePreprocessing" in result.stderr
 
 

@@ -459,7 +459,8 @@ def test_coco_sequences_keep_their_id_frame_number_and_length(tmp_path):
 
 def test_backslash_paths_from_windows_exports_find_the_images(tmp_path, make_image):
     make_image(tmp_path / "cam1" / "IMG_0001.JPG")
-    write_coco(tmp_path / "cct.json", [coco_image(1, "cam1\\IMG_0001.JPG")], [{"id": 1, "image_id": 1, "category_id": 1}])
+    write_coco(tmp_path / "cct.json", [coco_image(1, "cam1\\IMG_0001.JPG")],
+               [{"id": 1, "image_id": 1, "category_id": 1}])
     samples = load_source(data_config(tmp_path, source="coco", labels="cct.json")).samples
     assert samples["filepath"].tolist() == [str(tmp_path / "cam1" / "IMG_0001.JPG")]
     assert Path(samples["filepath"][0]).is_file()
