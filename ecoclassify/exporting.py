@@ -9,6 +9,9 @@ class probabilities. Every export is a folder::
     OUT/labels.json   classes in output order, input/output description, source and versions
     OUT/labels.txt    one class per line, the form most TFLite runtimes and apps read
 
+or, for ``tflite`` given a file name, ``NAME.tflite`` with ``NAME.labels.json`` and
+``NAME.labels.txt`` beside it.
+
 ``int8`` quantisation calibrates activations on up to :data:`REPRESENTATIVE_IMAGES` images of
 the run's training split (``splits.csv``), decoded by the same loader as training. The folder
 is written under a temporary name and renamed into place, so a failed export never leaves a
@@ -42,6 +45,9 @@ QUANTIZATIONS = ("float16", "int8")
 REPRESENTATIVE_IMAGES = 100
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+#: Suffixes of other single-file formats: a mistaken ``-o`` for the chosen format.
+FILE_SUFFIXES = frozenset({".keras", ".h5", ".hdf5", ".pb", ".onnx", ".lite", ".pt", ".pth", ".zip", ".json", ".txt",
+                           ".csv", ".yaml", ".yml"})
 
 
 def default_output(run_dir: Path | str, fmt: str, quantize: Optional[str] = None) -> Path:
@@ -59,9 +65,35 @@ def _check_arguments(fmt: str, quantize: Optional[str], output: Path) -> None:
     if quantize is not None and fmt != "tflite":
         raise ConfigError(f"quantize applies to format 'tflite' only: a SavedModel keeps float32 weights. "
                           f"Received: format={fmt!r}, quantize={quantize!r}")
-    if output.suffix.lower() == ".tflite":
-        raise ConfigError(f"the output is a folder that will hold {TFLITE_FILE} and the labels files, not a .tflite "
-                          f"file. Received: output='{output}'")
+    suffix = output.suffix.lower()
+    if fmt == "saved_model" and (suffix == ".tflite" or suffix in FILE_SUFFIXES):
+        raise ConfigError(f"format 'saved_model' writes a folder (holding {SAVED_MODEL_DIR}/ and the labels files); "
+                          f"give a folder name, or use format 'tflite' for a .tflite file. Received: output='{output}'")
+    if fmt == "tflite" and suffix in FILE_SUFFIXES:
+        raise ConfigError(f"format 'tflite' writes a .tflite file (e.g. model.tflite, with NAME.labels.json and "
+                          f"NAME.labels.txt beside it) or a folder; {suffix} is not a TensorFlow Lite file. "
+                          f"Received: output='{output}'")
+
+
+def single_file_outputs(output: Path) -> dict[str, Path]:
+    """For ``-o NAME.tflite``: the model file and its labels files beside it, by role.
+
+    The labels files are named after the model (``NAME.labels.json``, ``NAME.labels.txt``), so
+    several exports can share a folder and none replaces a run's own ``labels.json``.
+    """
+    stem = output.name[: -len(output.suffix)]
+    return {TFLITE_FILE: output, LABELS_FILE: output.with_name(f"{stem}.labels.json"),
+            LABELS_TXT: output.with_name(f"{stem}.labels.txt")}
+
+
+def _check_free_files(targets: dict[str, Path], overwrite: bool) -> None:
+    for target in targets.values():
+        if target.is_dir():
+            raise RunError(f"{target} is a folder; the export writes a file there. Choose another output (-o)")
+    taken = [str(target) for target in targets.values() if target.exists()]
+    if taken and not overwrite:
+        raise RunError(f"{', '.join(taken)} already exist(s); choose another output (-o), or replace them with "
+                       "--overwrite (overwrite=True)")
 
 
 def _check_free(output: Path, overwrite: bool) -> None:
@@ -236,16 +268,19 @@ def export(run_dir: Path | str, fmt: str, quantize: Optional[str] = None, output
         fmt: ``saved_model`` or ``tflite``.
         quantize: For ``tflite``: ``None`` (float32), ``float16`` (half-size weights) or ``int8``
             (quarter-size, integer arithmetic; calibrated on training images).
-        output: The folder to create; default :func:`default_output`.
-        overwrite: Replace an existing, non-empty output folder.
+        output: The folder to create (default :func:`default_output`), or for ``tflite`` a file
+            ``NAME.tflite``, written with ``NAME.labels.json`` and ``NAME.labels.txt`` beside it.
+        overwrite: Replace an existing, non-empty output folder (or existing output files).
 
     Returns:
-        The exported model: ``OUT/model.tflite`` or the SavedModel folder ``OUT/saved_model``.
+        The exported model: ``OUT/model.tflite`` (or the ``NAME.tflite`` given) or the
+        SavedModel folder ``OUT/saved_model``.
 
     Raises:
-        ConfigError: Unknown format or quantisation, or quantisation asked for a SavedModel.
-        RunError: The output exists (without ``overwrite``), is a file, or is or holds a run folder
-            (the exported one or another), whatever ``overwrite`` says.
+        ConfigError: Unknown format or quantisation, quantisation asked for a SavedModel, or an
+            output name that does not fit the format (``x.tflite`` for a SavedModel, ``x.onnx``...).
+        RunError: The output exists (without ``overwrite``), is a file where a folder goes, or is
+            or holds a run folder (the exported one or another), whatever ``overwrite`` says.
         ModelError: The model cannot be loaded or converted.
         DataError: ``int8`` without readable training images to calibrate on.
     """
@@ -254,7 +289,11 @@ def export(run_dir: Path | str, fmt: str, quantize: Optional[str] = None, output
     output = Path(output) if output is not None else default_output(run_dir, fmt, quantize)
     _check_arguments(fmt, quantize, output)
     _refuse_run_folders(output, Path(run_dir), overwrite)
-    _check_free(output, overwrite)
+    files = single_file_outputs(output) if fmt == "tflite" and output.suffix.lower() == ".tflite" else None
+    if files is None:
+        _check_free(output, overwrite)
+    else:
+        _check_free_files(files, overwrite)
     classifier = load_classifier(run_dir)
     calibration = None
     if quantize == "int8":
@@ -275,11 +314,20 @@ def export(run_dir: Path | str, fmt: str, quantize: Optional[str] = None, output
                                                        0 if calibration is None else len(calibration)))
         write_text(staging / LABELS_TXT, "".join(f"{name}\n" for name in classifier.classes))
         usual_permissions(staging)
-        _check_free(output, overwrite)  # someone may have written there while we converted
-        _move_into_place(staging, output)
+        if files is None:
+            _check_free(output, overwrite)  # someone may have written there while we converted
+            _move_into_place(staging, output)
+        else:
+            _check_free_files(files, overwrite)
+            # Each file is renamed into place (atomic); the model last, so it never lacks its labels.
+            for role in (LABELS_FILE, LABELS_TXT, TFLITE_FILE):
+                os.replace(staging / role, files[role])
+            shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if files is not None:
+        return output
     model_path = output / (SAVED_MODEL_DIR if fmt == "saved_model" else TFLITE_FILE)
     log.debug("exported %s%s to %s", fmt, f" ({quantize})" if quantize else "", model_path)
     return model_path

@@ -212,7 +212,9 @@ def test_an_existing_export_is_replaced_only_with_overwrite(trained, tmp_path):
     ("onnx", None, None, "format must be one of: saved_model, tflite. Received: format='onnx'"),
     ("tflite", "int4", None, "quantize must be one of: float16, int8"),
     ("saved_model", "int8", None, "quantize applies to format 'tflite' only"),
-    ("tflite", None, "model.tflite", "the output is a folder"),
+    ("saved_model", None, "model.tflite", "format 'saved_model' writes a folder"),
+    ("tflite", None, "model.onnx", "format 'tflite' writes a .tflite file"),
+    ("tflite", None, "model.keras", ".keras is not a TensorFlow Lite file. Received: output="),
 ])
 def test_bad_export_arguments_are_config_errors(trained, tmp_path, fmt, quantize, output, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -270,3 +272,36 @@ def test_an_export_over_another_run_folder_is_refused_even_with_overwrite(traine
         with pytest.raises(RunError, match="holds a run folder"):
             export(trained[0], "saved_model", output=output, overwrite=True)
     assert sorted(p.name for p in other.iterdir()) == before
+
+
+def test_a_tflite_export_to_a_file_name_writes_that_file_with_its_labels_beside_it(trained, tmp_path):
+    run_dir, images, reference, classifier = trained
+    device = tmp_path / "device"
+    device.mkdir()
+    (device / "labels.json").write_text("someone else's", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(run_dir), "--format", "tflite", "-o", str(device / "camtrap.tflite")])
+    assert result.exit_code == 0, result.output
+    assert "camtrap.labels.json and camtrap.labels.txt" in result.output
+    assert sorted(p.name for p in device.iterdir()) == ["camtrap.labels.json", "camtrap.labels.txt", "camtrap.tflite",
+                                                       "labels.json"]
+    assert (device / "labels.json").read_text(encoding="utf-8") == "someone else's"
+    assert (device / "camtrap.labels.txt").read_text(encoding="utf-8").split() == classifier.classes
+    assert json.loads((device / "camtrap.labels.json").read_text())["classes"] == classifier.classes
+    probabilities = tflite_predict(device / "camtrap.tflite", images[:8])
+    np.testing.assert_allclose(probabilities, reference[:8], atol=1e-4)
+
+    again = runner.invoke(main, ["export", str(run_dir), "--format", "tflite", "-o", str(device / "camtrap.tflite")])
+    assert again.exit_code == 1 and "already exist" in again.output and "--overwrite" in again.output
+    replaced = export(run_dir, "tflite", "float16", output=device / "camtrap.tflite", overwrite=True)
+    assert replaced == device / "camtrap.tflite" and json.loads(
+        (device / "camtrap.labels.json").read_text())["quantize"] == "float16"
+    assert sorted(p.name for p in device.iterdir()) == ["camtrap.labels.json", "camtrap.labels.txt", "camtrap.tflite",
+                                                       "labels.json"]  # no temporary folder left behind
+
+
+def test_a_saved_model_to_a_tflite_name_is_refused_before_anything_is_written(trained, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(trained[0]), "--format", "saved_model",
+                                       "-o", str(tmp_path / "model.tflite")])
+    assert result.exit_code == 2 and "format 'saved_model' writes a folder" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -60,6 +60,10 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (and discard its checkpoint).")
 @click.option("--sequence-gap", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Group images of one folder taken at most SECONDS apart into sequences, labelled together.")
+@click.option("--md-category", "md_category", multiple=True, metavar="CLASS=CATEGORY",
+              help="md-json: the MegaDetector category of CLASS (animal, person, vehicle or empty: no detection); "
+                   "repeatable. Default from the class name: blank/empty/nothing... empty, human/person/people "
+                   "person, vehicle/car/truck... vehicle, else animal.")
 @click.option("--allow-truncated", is_flag=True, help="Classify the readable part of truncated files.")
 @click.option("--max-pixels", type=click.IntRange(min=1),
               help="Larger images fail as too_large (decompression bombs).  [default: 120000000]")
@@ -71,8 +75,9 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 @click.option("--workers", type=click.IntRange(min=1), help="With --engine dask: LocalCluster worker processes.")
 def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_size: int, top_k: int,
                     threshold: float | None, recursive: bool, fmt: str | None, checkpoint_every: int, resume: bool,
-                    overwrite: bool, sequence_gap: float | None, allow_truncated: bool, max_pixels: int | None,
-                    threads: int | None, engine: str, scheduler: str | None, workers: int | None) -> None:
+                    overwrite: bool, sequence_gap: float | None, md_category: tuple[str, ...], allow_truncated: bool,
+                    max_pixels: int | None, threads: int | None, engine: str, scheduler: str | None,
+                    workers: int | None) -> None:
     """Label every image in INPUT (folders, image files, or text files listing paths) with MODEL.
 
     MODEL is a run folder or a .keras file with labels.json beside it. Writes one row per image
@@ -80,15 +85,17 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
     checkpoint: run the same command with --resume to continue.
     """
     from ecoclassify.prediction.labelling import format_summary, predict
+    from ecoclassify.prediction.md_categories import parse_md_category_options
     from ecoclassify.prediction.options import PredictOptions
 
+    md_categories = parse_md_category_options(md_category)
     if fmt is None:
         fmt = "json" if output.suffix.lower() == ".json" else "csv"
     limits = {} if max_pixels is None else {"max_pixels": max_pixels}  # None: the library's default
     options = PredictOptions.build(
         output=output, batch_size=batch_size, top_k=top_k, threshold=threshold, recursive=recursive, fmt=fmt,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, sequence_gap=sequence_gap,
-        allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
+        md_categories=md_categories or None, allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
         **limits)
     # TensorFlow loads with the model, after predict has checked the inputs and the output.
     with ProgressBar("classifying", "img") as progress, _sigterm_as_ctrl_c():

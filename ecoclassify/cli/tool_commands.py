@@ -48,9 +48,10 @@ def init_command(config: Path, backbone: Optional[str], source: str, force: bool
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
               help="tflite only: float16 halves the file; int8 quarters it and runs integer-only "
                    "(calibrated on up to 100 training images).")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder to create for the model and its labels [default: RUN_DIR/export/FORMAT[-QUANTIZE]].")
-@click.option("--overwrite", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Folder to create for the model and its labels, or for tflite a file NAME.tflite (labels beside "
+                   "it as NAME.labels.json/.txt) [default: RUN_DIR/export/FORMAT[-QUANTIZE]].")
+@click.option("--overwrite", is_flag=True, help="Replace the output folder (or files) if it exists.")
 def export_command(run_dir: Path, fmt: str, quantize: Optional[str], output: Optional[Path], overwrite: bool) -> None:
     """Export the model of RUN_DIR for field devices and other runtimes, with labels.json and labels.txt.
 
@@ -64,4 +65,8 @@ def export_command(run_dir: Path, fmt: str, quantize: Optional[str], output: Opt
         path = export(run_dir, fmt, quantize=quantize, output=output, overwrite=overwrite)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-    click.echo(f"exported {path} ({shown}) with labels.json and labels.txt beside it")
+    if fmt == "tflite" and output is not None and output.suffix.lower() == ".tflite":
+        labels = f"{output.stem}.labels.json and {output.stem}.labels.txt"
+    else:
+        labels = "labels.json and labels.txt"
+    click.echo(f"exported {path} ({shown}) with {labels} beside it")

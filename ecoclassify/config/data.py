@@ -57,6 +57,7 @@ class DataConfig(Section):
     labels: Optional[Path] = None
     image_size: tuple[int, int] = (224, 224)
     on_corrupt: Literal["exclude", "error"] = "exclude"
+    multi_label: Literal["error", "drop"] = "error"
     min_images_per_class: int = Field(5, ge=1)
     include_labels: Optional[list[str]] = None
     exclude_labels: list[str] = Field(default_factory=list)

@@ -49,6 +49,8 @@ DESCRIPTIONS: dict[str, str] = {
                        "were trained at their default size (`ecoclassify backbones`).",
     "data.on_corrupt": "An unreadable image (empty, truncated, not an image, too large) is left out and listed "
                        "in the run's `excluded.csv` (`exclude`), or stops the run (`error`).",
+    "data.multi_label": "`coco`: an image annotated with more than one label stops the run with a list of them "
+                        "(`error`), or is left out and listed in the run's `excluded.csv` (`drop`).",
     "data.min_images_per_class": "A class with fewer usable images stops the run (the message lists them).",
     "data.include_labels": "Keep only these labels (null: all); a label absent from the data is an error.",
     "data.exclude_labels": "Leave out these labels, e.g. `[unknown]`; may not repeat `include_labels`.",

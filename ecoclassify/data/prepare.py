@@ -29,7 +29,8 @@ class PreparedData:
     Attributes:
         samples: Usable images with ``filepath``, ``label``, ``split``, ``group`` and scan columns.
         excluded: Images left out with the reason (``filepath``, ``label``, ``error``, ``detail``):
-            those that failed to decode and those the source refused to open (``outside_root``...).
+            those that failed to decode and those the source left out without opening them
+            (``outside_root``..., or ``multiple_labels`` with ``data.multi_label: drop``).
         skipped: Files found but not images or not reachable, as ``(path, reason)``.
         classes: Sorted class names; the model's output order.
         duplicates: Byte-identical usable images (see :func:`find_duplicates`).

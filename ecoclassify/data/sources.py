@@ -8,9 +8,11 @@ Nothing here opens the images; :mod:`ecoclassify.data.scan` does.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +42,10 @@ class SourceResult:
         root: Folder that relative paths are reported against.
         warnings: Human-readable notes (ignored files, unlabelled images, dropped labels).
         skipped: Files found but not used, as ``(path, reason)``.
-        excluded: Listed images that must not be opened (``filepath``, ``label``, ``error``,
-            ``detail``; see :func:`_refuse_unsafe_paths`), with printable paths.
+        excluded: Listed images left out without being opened, with the reason (``filepath``,
+            ``label``, ``error``, ``detail``; printable paths): paths that must not be opened
+            (see :func:`_refuse_unsafe_paths`) and images left out on purpose
+            (``data.multi_label: drop``).
     """
 
     samples: pd.DataFrame
@@ -61,8 +65,10 @@ def load_source(data: DataConfig) -> SourceResult:
     readers = {"folders": _read_folders, "csv": _read_csv, "coco": _read_coco, "demo": _read_demo}
     result = readers[data.source](data)
     result.samples = _apply_label_filter(result.samples, data, result.warnings)
-    result.samples, result.excluded = _refuse_unsafe_paths(result.samples, result.root, data.allow_outside_root,
-                                                           result.warnings)
+    result.samples, refused = _refuse_unsafe_paths(result.samples, result.root, data.allow_outside_root,
+                                                    result.warnings)
+    if len(refused):
+        result.excluded = pd.concat([result.excluded, refused], ignore_index=True) if len(result.excluded) else refused
     result.samples = result.samples.sort_values("filepath", kind="stable").reset_index(drop=True)
     # Names that are not UTF-8 arrive surrogate-escaped and cannot be printed or written as text.
     result.warnings = [printable(w) for w in result.warnings]
@@ -240,27 +246,80 @@ def _read_coco(data: DataConfig) -> SourceResult:
     orphans = sorted({i for i, _ in pairs if i not in images}, key=str)
     if orphans:
         raise DataError(f"{path}: annotations refer to image ids not in 'images': {orphans[:10]}")
+    warnings: list[str] = []
+    bad_times: list[str] = []
     rows = []
     for image_id, category_id in pairs:
         image = images[image_id]
+        # Windows exports (LILA, Timelapse) write cam1\IMG_0001.JPG; a backslash is never part of a name.
+        file_name = str(image.get("file_name", "")).replace("\\", "/")
+        captured = image.get("datetime", image.get("date_captured"))
+        when = _coco_datetime(captured)
+        if when is None and captured not in (None, "", -1, "-1"):
+            bad_times.append(f"{file_name}: {captured!r}")
         rows.append({
-            "filepath": str(_absolute(str(image.get("file_name", "")), root)),
+            "filepath": str(_absolute(file_name, root)),
             "label": categories[category_id],
             "site": _text(image.get("location")),
-            "datetime": _text(image.get("datetime")),
+            "datetime": when or "",
             "sequence": _text(image.get("seq_id")),
+            "frame_num": _text(image.get("frame_num")),
+            "seq_num_frames": _text(image.get("seq_num_frames")),
         })
-    frame = pd.DataFrame(rows, columns=["filepath", "label", "site", "datetime", "sequence"])
-    warnings: list[str] = []
+    frame = pd.DataFrame(rows, columns=["filepath", "label", "site", "datetime", "sequence", "frame_num",
+                                        "seq_num_frames"])
+    if bad_times:
+        warnings.append(f"{len(set(bad_times))} date(s) in {path} are not a date and time (YYYY-MM-DD HH:MM:SS, "
+                        f"YYYY:MM:DD HH:MM:SS or ISO 8601) and are ignored, e.g. {bad_times[0]}")
     unannotated = len(images) - len({i for i, _ in pairs})
     if unannotated:
         warnings.append(f"{unannotated} image(s) in {path} have no annotation and are ignored")
+    unused = sorted(set(categories.values()) - {categories[c] for _, c in pairs})
+    if unused:
+        warnings.append(f"{len(unused)} categor(y/ies) in {path} have no images: {', '.join(unused[:20])}")
     frame = frame.drop_duplicates(["filepath", "label"])  # several boxes of one species = one label
-    frame = _refuse_multiple_labels(frame, str(path), warnings)
-    for column in ("site", "datetime", "sequence"):
+    dropped = pd.DataFrame(columns=EXCLUDED_COLUMNS)
+    if data.multi_label == "drop":
+        labels = frame.groupby("filepath")["label"].agg(sorted)
+        multi = labels[labels.map(len) > 1]
+        dropped = pd.DataFrame({"filepath": multi.index, "label": "", "error": "multiple_labels",
+                                "detail": [f"labels: {', '.join(names)}" for names in multi]})
+        frame = frame[~frame["filepath"].isin(multi.index)]
+        if len(dropped):
+            warnings.append(f"{len(dropped)} image(s) in {path} with more than one label are left out "
+                            "(data.multi_label: drop) and listed in excluded.csv")
+    try:
+        frame = _refuse_multiple_labels(frame, str(path), warnings)
+    except DataError as exc:
+        raise DataError(f"{exc} Or set data.multi_label: drop to leave them out (listed in excluded.csv).") from None
+    for column in ("site", "datetime", "sequence", "frame_num", "seq_num_frames"):
         if (frame[column] == "").all():
             frame = frame.drop(columns=column)
-    return SourceResult(frame.reset_index(drop=True), root, warnings)
+    return SourceResult(frame.reset_index(drop=True), root, warnings, excluded=dropped)
+
+
+def _coco_datetime(value: object) -> str | None:
+    """``date_captured`` as ``YYYY-MM-DD HH:MM:SS``; None when absent or not a date and time.
+
+    LILA sets write ``2019-05-06 13:45:00``, the EXIF form ``2019:05:06 13:45:00`` or ISO 8601
+    (``2019-05-06T13:45:00``, with fractions or a zone, which is dropped: camera clocks are local).
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if len(text) < 16:  # a date alone (or less) says nothing about the time of day
+        return None
+    match = _EXIF_DATETIME.match(text)
+    if match:
+        text = f"{match.group(1)}-{match.group(2)}-{match.group(3)}{text[10:]}"
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=None, microsecond=0).isoformat(sep=" ")
+
+
+_EXIF_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T]")
 
 
 def _check_coco_ids(path: Path, coco: dict) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from ecoclassify.config import Config
-from ecoclassify.models.layers import BackbonePreprocessing, build_augmentation
+from ecoclassify.models.layers import build_augmentation, preprocessing_block
 from ecoclassify.config.backbones import get_backbone
 from ecoclassify.models.registry import build_backbone
 
@@ -48,7 +48,7 @@ def build_model(config: Config, num_classes: int) -> keras.Model:
     augmentation = build_augmentation(config.augmentation, config.experiment.seed)
     if augmentation is not None:
         x = augmentation(x)
-    x = BackbonePreprocessing(spec.preprocessing, name="preprocess")(x)
+    x = preprocessing_block(spec.preprocessing, name="preprocess")(x)
     backbone = build_backbone(spec.name, (height, width, 3), config.model.weights_arg, config.model.custom_cnn)
     backbone.name = BACKBONE
     x = backbone(x, training=False if uses_pretrained_batchnorm(config) else None)

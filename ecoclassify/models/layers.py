@@ -1,8 +1,13 @@
-"""Custom Keras layers that live inside saved models: registered, serialisable, no Lambda.
+"""The layers that live inside saved models: built-in Keras layers, no Lambda.
 
 A saved ``.keras`` file contains its own preprocessing and (inactive at inference)
 augmentation, so prediction needs nothing but the file and can never drift from training.
-Lambda layers would make the file unsafe to load (``safe_mode=True`` refuses them).
+Lambda layers would make the file unsafe to load (``safe_mode=True`` refuses them), and a
+custom layer would make it unloadable where ecoclassify is not installed, so the
+preprocessing is :func:`preprocessing_block`, made of built-in layers only.
+:class:`BackbonePreprocessing` stays registered so that models saved by ecoclassify 0.1.0
+(the ``preprocess`` layer of older run folders) still load through ecoclassify; :class:`RandomCropResize`
+(``augmentation.crop``, off by default) is the one custom layer a new model can contain.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ PREPROCESSING_MODES = ("caffe", "tf", "torch", "lite", "unit", "none")
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class BackbonePreprocessing(keras.layers.Layer):
-    """Turn 0..255 RGB floats into what a backbone was trained on.
+    """Turn 0..255 RGB floats into what a backbone was trained on (models saved by 0.1.0).
+
+    Kept registered so that older run folders load through ecoclassify; new models use
+    :func:`preprocessing_block`, which needs no ecoclassify to load.
 
     Modes: ``caffe`` (RGB->BGR, minus the ImageNet mean; VGG, ResNet), ``tf`` (to [-1, 1];
     MobileNetV2), ``torch`` (to [0, 1], then ImageNet mean/std), ``lite`` ((x - 127) / 128;
@@ -58,6 +66,44 @@ class BackbonePreprocessing(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mode": self.mode}
+
+
+def preprocessing_block(mode: str, name: str = "preprocess") -> keras.Model:
+    """The backbone's preprocessing as a small sub-model of built-in Keras layers.
+
+    It computes what :class:`BackbonePreprocessing` computes (to float32 rounding) with
+    ``Normalization`` (fixed mean and variance, never trained) or ``Rescaling``, and the
+    RGB->BGR reordering of ``caffe`` as a ``keras.ops.flip`` node of the functional graph, so
+    the saved model loads with ``keras.saving.load_model(path, safe_mode=True)`` in a
+    Python that has Keras but not ecoclassify.
+
+    Args:
+        mode: One of :data:`PREPROCESSING_MODES`.
+        name: Layer name of the sub-model in the classifier.
+
+    Raises:
+        ValueError: Unknown ``mode``.
+    """
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"mode must be one of: {', '.join(PREPROCESSING_MODES)}. Received: mode={mode!r}")
+    inputs = keras.Input((None, None, 3), name=f"{name}_input")
+    x = inputs
+    if mode == "caffe":
+        x = keras.layers.Normalization(mean=list(_IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0],
+                                       name="imagenet_bgr_mean")(ops.flip(x, axis=-1))
+    elif mode == "tf":
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_1")(x)
+    elif mode == "torch":
+        # (x / 255 - mean) / std == (x - 255 mean) / sqrt((255 std) ** 2)
+        x = keras.layers.Normalization(mean=[255.0 * m for m in _TORCH_MEAN],
+                                       variance=[(255.0 * s) ** 2 for s in _TORCH_STD], name="imagenet_mean_std")(x)
+    elif mode == "lite":
+        x = keras.layers.Normalization(mean=[127.0] * 3, variance=[128.0 ** 2] * 3, name="lite_127_128")(x)
+    elif mode == "unit":
+        x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit")(x)
+    else:
+        x = keras.layers.Identity(name="as_is")(x)
+    return keras.Model(inputs, x, name=name)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ecoclassify.errors import RunError
+from ecoclassify.prediction.md_categories import resolve_md_categories
 from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
 from ecoclassify.prediction.inputs import InputSpec, iter_work, resolve_inputs
@@ -295,7 +296,8 @@ def _metadata(classifier: LoadedClassifier, specs: list[InputSpec], options: Pre
         # What decided the rows, as the json formats have always recorded it.
         "options": {"batch_size": options.batch_size, "top_k": top_k, "threshold": options.threshold,
                     "recursive": options.recursive, "sequence_gap": options.sequence_gap,
-                    "allow_truncated": options.allow_truncated, "max_pixels": options.max_pixels},
+                    "allow_truncated": options.allow_truncated, "max_pixels": options.max_pixels,
+                    "md_categories": resolve_md_categories(classifier.classes, options.md_categories)},
         "columns": list(frame.columns),
         "summary": summary.as_dict(),
     }

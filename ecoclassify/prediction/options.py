@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 
 from ecoclassify.data.images import DEFAULT_MAX_PIXELS
 from ecoclassify.errors import ConfigError
+from ecoclassify.prediction.md_categories import check_md_category_overrides
 
 #: Output formats: one row per file (csv), the same with metadata (json), MegaDetector's batch
 #: output format (md-json, for Timelapse and AddaxAI).
@@ -39,6 +40,8 @@ class PredictOptions(BaseModel):
         resume: Continue from the checkpoint of an interrupted run with the same model and inputs.
         overwrite: Replace an existing output (and discard a checkpoint).
         sequence_gap: Seconds; group images into sequences.
+        md_categories: For ``md-json``: ``{class: "animal" | "person" | "vehicle" | "empty"}``
+            for classes whose name does not say it (see :mod:`ecoclassify.prediction.md_categories`).
         allow_truncated: Classify the readable part of truncated files instead of failing them.
         max_pixels: Images whose header claims more pixels fail as ``too_large``.
         threads: Decoding threads (per Dask worker with the Dask engine); None: the number of CPUs.
@@ -60,6 +63,7 @@ class PredictOptions(BaseModel):
     resume: bool = False
     overwrite: bool = False
     sequence_gap: Optional[float] = None
+    md_categories: Optional[dict[str, str]] = None
     allow_truncated: bool = False
     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
     threads: Optional[int] = None
@@ -93,6 +97,11 @@ class PredictOptions(BaseModel):
                                   or not value > 0):
             raise ValueError(f"sequence_gap must be a positive number of seconds. Received: sequence_gap={value!r}")
         return value
+
+    @field_validator("md_categories", mode="before")
+    @classmethod
+    def _md_categories(cls, value: Any) -> Any:
+        return None if value is None else check_md_category_overrides(value)
 
     @field_validator("fmt", "engine", mode="before")
     @classmethod

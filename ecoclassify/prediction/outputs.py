@@ -2,10 +2,10 @@
 
 Output formats (all written atomically, so a crash never leaves half a file):
 
-- ``csv``: one row per file, the DataFrame of :func:`ecoclassify.prediction.predict`.
+- ``csv``: one row per file, the DataFrame of :func:`ecoclassify.prediction.labelling.predict`.
 - ``json``: ``{"ecoclassify": {metadata}, "predictions": [rows]}``; metadata records the model,
   classes, roots, options and the summary; missing values are ``null``.
-- ``md-json``: MegaDetector batch output format 1.4, for Timelapse and AddaxAI; see
+- ``md-json``: MegaDetector batch output format 1.6, for Timelapse and AddaxAI; see
   :func:`write_md_json` for the mapping.
 """
 
@@ -27,10 +27,12 @@ from ecoclassify.files import atomic_write
 from ecoclassify.prediction.options import FORMATS
 
 
-# MegaDetector format: a whole-image classifier reports one full-frame "animal" detection.
-MD_FORMAT_VERSION = "1.4"
-MD_DETECTION_CATEGORIES = {"1": "animal"}
+# MegaDetector format: a whole-image classifier reports at most one full-frame detection.
+MD_FORMAT_VERSION = "1.6"
+MD_DETECTOR = "ecoclassify whole-image classifier (no detector)"
+MD_DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 MD_WHOLE_IMAGE_BBOX = [0.0, 0.0, 1.0, 1.0]
+MD_TYPICAL_DETECTION_THRESHOLD = 0.5
 
 TEXT_COLUMNS = ("filepath", "root", "status", "error", "detail", "label", "datetime", "sequence_label")
 INT_COLUMNS = ("width", "height", "sequence_id")
@@ -94,38 +96,59 @@ def md_base(roots: list[str]) -> str | None:
 
 
 def write_md_json(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> Path:
-    """Writes MegaDetector batch output format 1.4 (https://lila.science/megadetector-output-format).
+    """Writes MegaDetector batch output format 1.6 (https://lila.science/megadetector-output-format).
 
-    Mapping:
+    Mapping (see :mod:`ecoclassify.prediction.md_categories` for the class -> category defaults):
 
-    - ``classification_categories``: ``{"0": first class, "1": ...}``, the model's output order.
-    - ``detection_categories``: ``{"1": "animal"}``. A whole-image classifier finds no boxes, so
-      each image that was read gets one detection of category ``"1"`` with ``bbox``
-      ``[0, 0, 1, 1]`` (the whole frame), ``conf`` = the top-1 probability (so Timelapse's
-      detection-confidence filter selects by classifier confidence) and ``classifications`` =
-      the top-k ``[class id, probability]`` pairs, highest first.
+    - ``detection_categories``: ``{"1": "animal", "2": "person", "3": "vehicle"}``, as MegaDetector;
+      ``classification_categories``: ``{"0": first class, ...}``, the model's output order.
+    - A whole-image classifier finds no boxes. An image whose top-1 class is an ``empty``
+      class gets ``"detections": []``; any other image that was read gets one whole-frame
+      detection (``bbox`` ``[0, 0, 1, 1]``) of its top-1 class's category, with ``conf`` = the
+      summed probability of every class of that category (how sure the model is that an
+      animal, person or vehicle is there, whichever species) and ``classifications`` = the
+      top-k ``[class id, probability]`` pairs, highest first.
+    - ``info.detector_metadata``: ``typical_detection_threshold`` 0.5 (the model thinks it more
+      likely than not); ``conservative_detection_threshold`` 1 / number of classes, below every
+      ``conf`` written (a top-1 class has at least that probability), so nothing is hidden.
     - A failed file has ``"detections": null`` and ``"failure"`` = ``"<reason>: <detail>"``.
     - ``file`` is relative to the common folder of all roots, with ``/`` separators
-      (``info.ecoclassify.base``); open that folder in Timelapse.
-    - ``info``: ``format_version``, ``classifier`` (the model file name),
-      ``classification_completion_time``, ``classifier_metadata.typical_classification_threshold``
-      (``--threshold``, when given) and ``ecoclassify`` (model, classes, roots, options,
-      summary). Labels below the threshold are not rewritten as ``unknown``: the reading tool
-      applies the threshold itself. Sequence results are in the csv and json formats only.
+      (``info.ecoclassify.base``); open that folder in Timelapse. ``datetime`` (EXIF form
+      ``YYYY:MM:DD HH:MM:SS``, as MegaDetector writes it), ``width`` and ``height`` where known;
+      with sequences: ``seq_id``, ``seq_num_frames``, ``frame_num`` (COCO Camera Traps names),
+      ``seq_label`` and ``seq_score``.
+    - ``info``: ``format_version``, ``detector`` (there was none), ``classifier`` (run folder and
+      model file), ``classifier_metadata`` (``typical_classification_threshold`` = ``--threshold``
+      when given, ``md_categories``), completion times and ``ecoclassify`` (model, classes, roots,
+      options, summary). Labels below the threshold are not rewritten as ``unknown``: the
+      reading tool applies the threshold itself.
     """
+    from ecoclassify.prediction.md_categories import MD_CATEGORY_IDS, resolve_md_categories
+
     classes = metadata["classes"]
     base = md_base(metadata["roots"])
+    options = metadata.get("options", {})
+    md_categories = options.get("md_categories") or resolve_md_categories(classes)
+    model = Path(metadata["model"])
+    completed = metadata["created"].replace("T", " ")
+    classifier_metadata: dict[str, Any] = {"md_categories": md_categories}
+    if options.get("threshold") is not None:
+        classifier_metadata["typical_classification_threshold"] = options["threshold"]
     info: dict[str, Any] = {
         "format_version": MD_FORMAT_VERSION,
-        "classifier": Path(metadata["model"]).name,
-        "classification_completion_time": metadata["created"].replace("T", " "),
+        "detector": MD_DETECTOR,
+        "detection_completion_time": completed,
+        "detector_metadata": {"typical_detection_threshold": MD_TYPICAL_DETECTION_THRESHOLD,
+                              "conservative_detection_threshold": math.floor(1e4 / len(classes)) / 1e4},
+        "classifier": f"{model.parent.name}/{model.name}" if model.parent.name else model.name,
+        "classification_completion_time": completed,
+        "classifier_metadata": classifier_metadata,
         "ecoclassify": {**metadata, "base": base},
     }
-    threshold = metadata.get("options", {}).get("threshold")
-    if threshold is not None:
-        info["classifier_metadata"] = {"typical_classification_threshold": threshold}
     class_ids = {name: str(i) for i, name in enumerate(classes)}
+    detection_ids = {name: MD_CATEGORY_IDS.get(category) for name, category in md_categories.items()}
     top_k = sum(1 for c in frame.columns if c.startswith("top") and c.endswith("_label"))
+    frames = _md_sequence_frames(frame)
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -136,7 +159,9 @@ def write_md_json(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> 
             handle.write(f'"classification_categories": {json.dumps(categories, ensure_ascii=False)},\n')
             handle.write('"images": [')
             for index, record in enumerate(_records(frame)):
-                image = _md_image(record, base, class_ids, top_k)
+                image = _md_image(record, base, class_ids, detection_ids, top_k)
+                if frames is not None and record.get("sequence_id") is not None:
+                    image.update(frames[index])
                 handle.write(",\n" if index else "\n")
                 handle.write(json.dumps(image, ensure_ascii=False, allow_nan=False))
             handle.write("\n]\n}\n")
@@ -144,17 +169,52 @@ def write_md_json(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> 
     return atomic_write(path, write)
 
 
-def _md_image(record: dict[str, Any], base: str | None, class_ids: dict[str, str], top_k: int) -> dict[str, Any]:
+def _md_image(record: dict[str, Any], base: str | None, class_ids: dict[str, str],
+              detection_ids: dict[str, str | None], top_k: int) -> dict[str, Any]:
     full = os.path.join(record["root"], record["filepath"])
     file = Path(os.path.relpath(full, base)).as_posix() if base else Path(full).as_posix()
+    image: dict[str, Any] = {"file": file}
+    if record.get("datetime"):
+        # MegaDetector writes the EXIF form; ours is ISO "YYYY-MM-DD HH:MM:SS".
+        when = str(record["datetime"])
+        image["datetime"] = when[:10].replace("-", ":") + " " + when[11:19]
+    for key in ("width", "height"):
+        if record.get(key) is not None:
+            image[key] = int(record[key])
     if record["status"] != "ok":
         detail = record.get("detail")
-        failure = f"{record['error']}: {detail}" if detail else str(record["error"])
-        return {"file": file, "detections": None, "failure": failure}
+        image["detections"] = None
+        image["failure"] = f"{record['error']}: {detail}" if detail else str(record["error"])
+        return image
+    category = detection_ids[record["top1_label"]]
+    if category is None:
+        image["detections"] = []
+        return image
+    conf = sum(record[f"prob_{name}"] for name, other in detection_ids.items() if other == category)
     classifications = [[class_ids[record[f"top{i}_label"]], record[f"top{i}_score"]] for i in range(1, top_k + 1)]
-    detection = {"category": "1", "conf": record["top1_score"], "bbox": list(MD_WHOLE_IMAGE_BBOX),
-                 "classifications": classifications}
-    return {"file": file, "detections": [detection]}
+    image["detections"] = [{"category": category, "conf": round(min(float(conf), 1.0), 6),
+                            "bbox": list(MD_WHOLE_IMAGE_BBOX), "classifications": classifications}]
+    return image
+
+
+def _md_sequence_frames(frame: pd.DataFrame) -> list[dict[str, Any]] | None:
+    """Per row, the sequence fields of md-json (COCO Camera Traps names plus the sequence label)."""
+    if "sequence_id" not in frame.columns:
+        return None
+    ids = frame["sequence_id"]
+    order = pd.DataFrame({"id": ids, "time": frame["datetime"], "path": frame["root"] + "/" + frame["filepath"]})
+    order = order[ids.notna()].sort_values(["id", "time", "path"], kind="stable")
+    frame_num = order.groupby("id").cumcount().reindex(frame.index)
+    sizes = ids.map(ids.value_counts())
+    rows: list[dict[str, Any]] = []
+    for position, (seq, label, score) in enumerate(zip(ids, frame["sequence_label"], frame["sequence_score"])):
+        if seq is pd.NA or seq is None:
+            rows.append({})
+            continue
+        rows.append({"seq_id": str(int(seq)), "seq_num_frames": int(sizes.iloc[position]),
+                     "frame_num": int(frame_num.iloc[position]), "seq_label": _plain(label),
+                     "seq_score": _plain(score)})
+    return rows
 
 
 # --- reading outputs back ------------------------------------------------------------------

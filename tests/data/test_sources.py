@@ -536,3 +536,96 @@ def test_a_csv_link_out_to_a_name_that_is_not_utf8_is_listed_with_a_printable_de
     (detail,) = result.excluded["detail"]
     assert detail.startswith(f"it leads to {tmp_path}/caf\\xe9.jpg, outside {tmp_path / 'data'}")
     detail.encode("utf-8")  # writable to excluded.csv
+
+
+@pytest.mark.parametrize("captured", ["2019-05-06 13:45:00", "2019:05:06 13:45:00", "2019-05-06T13:45:00",
+                                      "2019-05-06T13:45:00.000", "2019-05-06T13:45:00+02:00"])
+def test_coco_date_captured_in_the_forms_of_lila_sets_becomes_the_datetime(tmp_path, captured):
+    images = [coco_image(1, "a.jpg", date_captured=captured), coco_image(2, "b.jpg", date_captured="-1")]
+    write_coco(tmp_path / "cct.json", images, [{"id": 1, "image_id": 1, "category_id": 1},
+                                               {"id": 2, "image_id": 2, "category_id": 1}])
+    result = load_source(data_config(tmp_path, source="coco", labels="cct.json"))
+    assert result.samples["datetime"].tolist() == ["2019-05-06 13:45:00", ""]
+    assert not any("date(s) in" in warning for warning in result.warnings)
+
+
+def test_a_coco_date_that_is_not_a_time_is_ignored_with_a_warning(tmp_path):
+    images = [coco_image(1, "a.jpg", date_captured="06/05/2019 1:45 PM"), coco_image(2, "b.jpg")]
+    write_coco(tmp_path / "cct.json", images, [{"id": 1, "image_id": 1, "category_id": 1},
+                                               {"id": 2, "image_id": 2, "category_id": 1}])
+    result = load_source(data_config(tmp_path, source="coco", labels="cct.json"))
+    assert "datetime" not in result.samples.columns
+    assert any(w.startswith("1 date(s) in") and "a.jpg: '06/05/2019 1:45 PM'" in w for w in result.warnings)
+
+
+def test_coco_sequences_keep_their_id_frame_number_and_length(tmp_path):
+    images = [coco_image(f"i{n}", f"cam/{n}.jpg", seq_id="seq-7", seq_num_frames=3, frame_num=n,
+                         date_captured=f"2019-05-06 13:45:0{n}") for n in range(3)]
+    write_coco(tmp_path / "cct.json", images, [{"id": n, "image_id": f"i{n}", "category_id": 2} for n in range(3)])
+    samples = load_source(data_config(tmp_path, source="coco", labels="cct.json")).samples
+    assert samples[["sequence", "frame_num", "seq_num_frames"]].values.tolist() == [["seq-7", str(n), "3"]
+                                                                                    for n in range(3)]
+    assert samples["datetime"].tolist() == [f"2019-05-06 13:45:0{n}" for n in range(3)]
+
+
+def test_backslash_paths_from_windows_exports_find_the_images(tmp_path, make_image):
+    make_image(tmp_path / "cam1" / "IMG_0001.JPG")
+    write_coco(tmp_path / "cct.json", [coco_image(1, "cam1\\IMG_0001.JPG")],
+               [{"id": 1, "image_id": 1, "category_id": 1}])
+    samples = load_source(data_config(tmp_path, source="coco", labels="cct.json")).samples
+    assert samples["filepath"].tolist() == [str(tmp_path / "cam1" / "IMG_0001.JPG")]
+    assert Path(samples["filepath"][0]).is_file()
+
+
+def test_coco_categories_without_images_are_a_warning_not_an_error(tmp_path):
+    categories = [{"id": 1, "name": "deer"}, {"id": 2, "name": "fox"}, {"id": 3, "name": "wolverine"}]
+    write_coco(tmp_path / "cct.json", [coco_image(1, "a.jpg")], [{"id": 1, "image_id": 1, "category_id": 1}],
+               categories)
+    result = load_source(data_config(tmp_path, source="coco", labels="cct.json"))
+    assert relative(result.samples, tmp_path) == ["a.jpg"]
+    assert f"2 categor(y/ies) in {tmp_path / 'cct.json'} have no images: fox, wolverine" in result.warnings
+
+
+def test_the_multi_label_refusal_says_how_to_leave_those_images_out(tmp_path):
+    write_coco(tmp_path / "cct.json", [coco_image(1, "a.jpg")], [{"id": 1, "image_id": 1, "category_id": 1},
+                                                                 {"id": 2, "image_id": 1, "category_id": 2}])
+    message = load_error(data_config(tmp_path, source="coco", labels="cct.json", multi_label="error"))
+    assert message.endswith("Or set data.multi_label: drop to leave them out (listed in excluded.csv).")
+
+
+def test_multi_label_must_be_error_or_drop(tmp_path):
+    from ecoclassify.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.multi_label.*'error', 'drop'|data\.multi_label must be one of"):
+        data_config(tmp_path, source="coco", labels="cct.json", multi_label="keep")
+
+
+@pytest.mark.slow
+def test_multi_label_drop_trains_without_those_images_and_lists_them_in_excluded_csv(tmp_path, make_image):
+    import pandas as pd
+
+    from ecoclassify.training.session import train
+
+    images, annotations = [], []
+    for n in range(16):
+        label = 1 + n % 2
+        make_image(tmp_path / "photos" / f"IMG_{n:04d}.JPG")
+        images.append(coco_image(n, f"photos\\IMG_{n:04d}.JPG"))
+        annotations.append({"id": len(annotations), "image_id": n, "category_id": label})
+    annotations.append({"id": len(annotations), "image_id": 3, "category_id": 1})  # deer and fox in one frame
+    write_coco(tmp_path / "cct.json", images, annotations)
+    config = Config.from_dict({
+        "experiment": {"name": "coco", "output_dir": str(tmp_path / "runs"), "seed": 1},
+        "data": {"source": "coco", "labels": str(tmp_path / "cct.json"), "image_size": 32, "multi_label": "drop",
+                 "min_images_per_class": 3, "split": {"val": 0.25, "test": 0.25}},
+        "model": {"backbone": "custom_cnn", "weights": "none", "custom_cnn": {"filters": [4], "convs_per_block": 1},
+                  "head": {"dense": [], "dropout": 0.0}},
+        "augmentation": {"enabled": False},
+        "training": {"batch_size": 8, "mode": "scratch", "epochs": 1, "early_stopping": {"enabled": False}},
+    })
+    run = train(config, verbose=0)
+    excluded = pd.read_csv(run.run_dir / "excluded.csv", dtype=str, keep_default_na=False)
+    assert excluded[["filepath", "error", "detail"]].values.tolist() == [
+        [str(tmp_path / "photos" / "IMG_0003.JPG"), "multiple_labels", "labels: deer, fox"]]
+    splits = pd.read_csv(run.run_dir / "splits.csv")
+    assert len(splits) == 15 and not splits["filepath"].str.endswith("IMG_0003.JPG").any()

@@ -15,7 +15,12 @@ from ecoclassify.errors import ConfigError
 from ecoclassify.models.build import build_model
 from ecoclassify.models.freezing import apply_trainable, backbone_of
 from ecoclassify.models.io import load_classifier
-from ecoclassify.models.layers import BackbonePreprocessing, RandomCropResize
+from ecoclassify.models.layers import (
+    PREPROCESSING_MODES,
+    BackbonePreprocessing,
+    RandomCropResize,
+    preprocessing_block,
+)
 from ecoclassify.config.backbones import list_backbones
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -49,10 +54,36 @@ def test_every_backbone_makes_a_model_that_saves_reloads_safely_and_predicts_the
     np.testing.assert_allclose(reloaded(batch, training=False).numpy(), before, rtol=1e-5, atol=1e-6)
 
 
-def test_the_model_applies_the_backbone_preprocessing_inside_itself():
+def test_the_model_applies_the_backbone_preprocessing_inside_itself_with_built_in_layers_only():
     model = build_model(config_for("vgg16"), num_classes=2)
-    layer = model.get_layer("preprocess")
-    assert isinstance(layer, BackbonePreprocessing) and layer.mode == "caffe"
+    block = model.get_layer("preprocess")
+    assert [type(layer).__name__ for layer in block.layers] == ["InputLayer", "Normalization"]
+    x = images(2).astype("float32")
+    np.testing.assert_allclose(block(x).numpy(), keras.applications.vgg16.preprocess_input(x.copy()), atol=1e-4)
+    everything = [model, *model.layers, *block.layers]
+    assert all(type(layer).__module__.startswith("keras.") for layer in everything), \
+        [type(layer).__module__ for layer in everything]
+
+
+@pytest.mark.parametrize("mode", PREPROCESSING_MODES)
+def test_the_built_in_preprocessing_gives_the_numbers_of_the_old_layer_in_every_mode(mode):
+    x = np.concatenate([images(3).astype("float32"), np.zeros((1, 32, 32, 3), "float32"),
+                        np.full((1, 32, 32, 3), 255.0, "float32")])
+    np.testing.assert_allclose(preprocessing_block(mode)(x).numpy(), BackbonePreprocessing(mode)(x).numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_a_run_folder_saved_with_the_old_preprocessing_layer_still_loads_through_ecoclassify(tmp_path):
+    # How 0.1.0 built the model: the custom BackbonePreprocessing layer, not built-in layers.
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = BackbonePreprocessing("caffe", name="preprocess")(keras.layers.Rescaling(1.0, name="to_float")(inputs))
+    x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
+    old = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(x))
+    old.save(tmp_path / "model.keras")
+    (tmp_path / "labels.json").write_text('{"classes": ["deer", "fox"]}')
+    loaded = load_classifier(tmp_path)
+    batch = images(3)
+    np.testing.assert_allclose(loaded.model(batch).numpy(), old(batch).numpy(), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("mode, reference", [

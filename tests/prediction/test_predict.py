@@ -338,10 +338,12 @@ def test_md_json_follows_the_megadetector_batch_output_format(tmp_path, classifi
     frame = predict(classifier, folder, output=tmp_path / "md.json", fmt="md-json", top_k=2, threshold=0.6)
     data = json.loads((tmp_path / "md.json").read_text())
 
-    assert data["info"]["format_version"] == "1.4" and data["info"]["classifier"] == "model.keras"
-    assert data["info"]["classifier_metadata"] == {"typical_classification_threshold": 0.6}
+    assert data["info"]["format_version"] == "1.6"
+    assert data["info"]["classifier"] == f"{classifier.path.parent.name}/model.keras"
+    assert data["info"]["classifier_metadata"] == {"typical_classification_threshold": 0.6,
+                                                   "md_categories": dict.fromkeys(CLASSES, "animal")}
     assert data["info"]["ecoclassify"]["base"] == str(folder)
-    assert data["detection_categories"] == {"1": "animal"}
+    assert data["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
     assert data["classification_categories"] == {"0": "deer", "1": "fox", "2": "owl"}
     images = {image["file"]: image for image in data["images"]}
     assert sorted(images) == sorted(frame["filepath"])
@@ -350,7 +352,8 @@ def test_md_json_follows_the_megadetector_batch_output_format(tmp_path, classifi
     for row in frame[frame["status"] == "ok"].itertuples():
         (detection,) = images[row.filepath]["detections"]
         assert detection["category"] == "1" and detection["bbox"] == [0.0, 0.0, 1.0, 1.0]
-        assert isinstance(detection["conf"], float) and detection["conf"] == row.top1_score
+        # Every class is an animal: the model is sure there is one, whichever species.
+        assert isinstance(detection["conf"], float) and detection["conf"] == 1.0
         ids = [pair[0] for pair in detection["classifications"]]
         assert ids == [str(CLASSES.index(row.top1_label)), str(CLASSES.index(row.top2_label))]
         scores = [pair[1] for pair in detection["classifications"]]
