@@ -115,18 +115,26 @@ class _TruncationGate:
         self._strict = 0  # decodes running with the flag off
         self._tolerant = False
         self._tolerant_waiting = 0
+        self._previous = False
 
     @contextlib.contextmanager
     def strict(self) -> Iterator[None]:
         with self._cond:
             # Queued tolerant decodes go first, so a stream of strict ones cannot starve them.
             self._cond.wait_for(lambda: not (self._tolerant or self._tolerant_waiting))
+            if not self._strict:
+                # Other libraries switch the flag on for the whole process when imported (MegaDetector's
+                # visualization_utils does): strict decodes must not inherit that.
+                self._previous = ImageFile.LOAD_TRUNCATED_IMAGES
+                ImageFile.LOAD_TRUNCATED_IMAGES = False
             self._strict += 1
         try:
             yield
         finally:
             with self._cond:
                 self._strict -= 1
+                if not self._strict:
+                    ImageFile.LOAD_TRUNCATED_IMAGES = self._previous
                 self._cond.notify_all()
 
     @contextlib.contextmanager

@@ -126,6 +126,20 @@ def test_a_jpeg_cut_in_half_is_a_truncated_failure(tmp_path, jpeg_bytes):
     expect_failure("truncated", path)
 
 
+def test_a_jpeg_cut_in_half_is_truncated_even_after_another_library_allowed_truncation_process_wide(
+        tmp_path, jpeg_bytes, monkeypatch):
+    # MegaDetector's visualization_utils sets this for the whole process when it is imported.
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    path = tmp_path / "half.jpg"
+    path.write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
+    with pytest.raises(ImageReadError) as caught:
+        load_rgb(path, size=(16, 16))
+    assert caught.value.reason == "truncated"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the other library's setting is left as it was
+
+
 def test_a_jpeg_cut_in_half_loads_when_truncation_is_allowed(tmp_path, jpeg_bytes):
     path = tmp_path / "half.jpg"
     path.write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
