@@ -13,6 +13,7 @@ from typing import Any, Optional
 import click
 
 from ecoclassify.progress import ProgressBar
+from ecoclassify.thresholds import threshold_summary_lines
 
 
 @click.command("evaluate")
@@ -68,11 +69,5 @@ def summary_text(metrics: dict[str, Any], output_dir: Path) -> str:
     unreadable = metrics.get("unreadable", {}).get("n_images", 0)
     if unreadable:
         lines.append(f"{unreadable} unreadable image(s) left out (see excluded.csv)")
-    for row in test["thresholds"]["overall"]:
-        target = f"{row['target_precision']:g}"
-        if row["reachable"]:
-            lines.append(f"precision {target}: threshold {row['threshold']:.4f} auto-labels "
-                         f"{row['share_auto_labelled']:.1%} of images")
-        else:
-            lines.append(f"precision {target}: {row['note']}")
+    lines += threshold_summary_lines(test["thresholds"])
     return "\n".join(lines)

@@ -29,12 +29,13 @@ import pandas as pd
 from ecoclassify import plots
 from ecoclassify.metrics import DEFAULT_TARGET_PRECISIONS, DETAIL_KEYS, choose_group_columns, evaluate_predictions
 from ecoclassify.run import atomic_write, write_csv, write_json, write_text
+from ecoclassify.thresholds import BOUND_TEXT, markdown_threshold_row
 
 log = logging.getLogger(__name__)
 
 #: The report's folder inside a run folder.
 REPORT_DIR = "report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: thresholds carry supported, n_images and a one-sided Clopper-Pearson bound
 METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion_matrix.csv"
@@ -243,12 +244,16 @@ def thresholds_frame(thresholds: Mapping[str, Any]) -> pd.DataFrame:
     for name, per_target in thresholds["per_class"].items():
         rows += [{"scope": "class", "class": name, **row} for row in per_target]
     for row in thresholds["per_class_combined"]:
-        unreachable = row["classes_unreachable"]
-        rows.append({"scope": "per_class_combined", "class": "",
-                     **{k: v for k, v in row.items() if k != "classes_unreachable"},
-                     "note": f"never auto-labelled (unreachable): {', '.join(unreachable)}" if unreachable else ""})
-    order = ["scope", "class", "target_precision", "reachable", "threshold", "precision", "precision_lower_95",
-             "recall", "n_auto_labelled", "share_auto_labelled", "max_precision", "note"]
+        unreachable, weak = row["classes_unreachable"], row["classes_not_supported"]
+        notes = [row["note"]] if row["note"] else []
+        notes += [f"never auto-labelled (unreachable): {', '.join(unreachable)}"] if unreachable else []
+        notes += [f"own threshold not supported by the data: {', '.join(weak)}"] if weak else []
+        rows.append({"scope": "per_class_combined", "class": "", "reachable": row["n_auto_labelled"] > 0,
+                     **{k: v for k, v in row.items() if k not in ("classes_unreachable", "classes_not_supported")},
+                     "note": "; ".join(notes)})
+    order = ["scope", "class", "target_precision", "reachable", "supported", "threshold", "precision",
+             "precision_lower_bound", "bound_method", "recall", "n_images", "n_auto_labelled", "share_auto_labelled",
+             "max_precision", "note"]
     return pd.DataFrame(rows).reindex(columns=order)
 
 
@@ -363,17 +368,18 @@ def render_markdown(context: Any) -> str:
     lines += [f"| {name} | {format_value(key, test.get(key))} |" for key, name, _ in SUMMARY
               if test.get(key) is not None]
     lines += ["", "## Auto-labelling thresholds (one threshold for all classes)", "",
-              "| target precision | threshold | auto-labelled | share | precision | 95 % lower bound | recall |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in test["thresholds"]["overall"]:
-        if r["reachable"]:
-            lines.append(f"| {format_value('target_precision', r['target_precision'])} | "
-                         f"{format_value('threshold', r['threshold'])} | {r['n_auto_labelled']} | "
-                         f"{format_value('share', r['share_auto_labelled'])} | {format_value('p', r['precision'])} | "
-                         f"{format_value('p', r['precision_lower_95'])} | {format_value('r', r['recall'])} |")
-        else:
-            lines.append(f"| {format_value('target_precision', r['target_precision'])} | {r['note']} ||||||")
-    lines += ["", "Per-class thresholds: thresholds.csv.", "", "## Per class", "",
+              f"Lower bound: {BOUND_TEXT}. A target whose bound falls below it is not supported by the data.", "",
+              "| target precision | supported | threshold | auto-labelled | share | precision | lower bound | recall |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [markdown_threshold_row(format_value('target_precision', r['target_precision']), r)
+              for r in test["thresholds"]["overall"]]
+    lines += ["", "## Auto-labelling thresholds per class", "",
+              "| class | target precision | supported | threshold | auto-labelled | share | precision | lower bound "
+              "| recall |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, per_target in test["thresholds"]["per_class"].items():
+        lines += [markdown_threshold_row(f"{name} | {format_value('target_precision', r['target_precision'])}", r)
+                  for r in per_target]
+    lines += ["", "All thresholds: thresholds.csv.", "", "## Per class", "",
               "| class | images | predicted | precision | recall | F1 | AP |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in test["per_class"]:
@@ -394,3 +400,4 @@ def render_markdown(context: Any) -> str:
         if f"plot_{role}" in files:
             lines += [f"![{role.replace('_', ' ')}]({files[f'plot_{role}']})", ""]
     return "\n".join(lines) + "\n"
+

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ecoclassify.report import config_summary
+from ecoclassify.thresholds import BOUND_TEXT, images_needed
 
 # What each summary metric means, in words an ecologist can put in a methods section.
 SUMMARY = [
@@ -229,24 +230,36 @@ def _summary(m: dict[str, Any], test: dict[str, Any]) -> str:
             + _table([("metric", False), ("value", True), ("meaning", False)], rows))
 
 
+def _supported_cell(row: dict[str, Any]) -> str:
+    if row["supported"]:
+        return "<td>yes</td>"
+    return f'<td class="na">{_e(row["note"] or "nothing auto-labelled")}</td>'
+
+
 def _threshold_cells(row: dict[str, Any]) -> list[str]:
     if not row.get("reachable", True):
-        return [f'<td class="na" colspan="6">{_e(row["note"])}</td>']
-    return [_cell("threshold", row.get("threshold")), _cell("n_auto_labelled", row["n_auto_labelled"]),
+        return [_cell("n_images", row["n_images"]), f'<td class="na" colspan="7">{_e(row["note"])}</td>']
+    return [_cell("n_images", row["n_images"]), _supported_cell(row), _cell("threshold", row.get("threshold")),
+            _cell("n_auto_labelled", row["n_auto_labelled"]),
             _cell("share_auto_labelled", row["share_auto_labelled"], bar=True), _cell("precision", row["precision"]),
-            _cell("precision_lower_95", row["precision_lower_95"]), _cell("recall", row["recall"])]
+            _cell("precision_lower_bound", row["precision_lower_bound"]), _cell("recall", row["recall"])]
 
 
 def _thresholds(test: dict[str, Any], images: dict[str, bytes]) -> str:
     th = test["thresholds"]
-    headers = [("score threshold", True), ("images auto-labelled", True), ("share of all images", True),
-               ("precision", True), ("95 % lower bound", True), ("recall", True)]
+    headers = [("images considered", True), ("supported by the data", False), ("score threshold", True),
+               ("images auto-labelled", True), ("share of all images", True), ("precision", True),
+               ("95 % lower bound", True), ("recall", True)]
     overall = [[_cell("target_precision", r["target_precision"])] + _threshold_cells(r) for r in th["overall"]]
     parts = [
         '<p class="lead">To cut the work of checking images by hand, accept the model\'s label whenever its score '
         "reaches a threshold and check the rest. For each target precision, the lowest threshold that reaches it "
         "on this set (so the most images are labelled automatically), how many images that labels, and the recall "
-        "there. The lower bound is how low the precision could really be, given how few images it rests on.</p>",
+        "there. The lower bound is how low the precision could really be, given how few images it rests on "
+        f"({_e(BOUND_TEXT)}). A target whose lower bound falls below it is <strong>not supported by the data"
+        "</strong>: the threshold met it on these images by luck as much as by merit, so do not rely on it. "
+        f"Without a single error, supporting 0.95 takes {images_needed(0.95)} auto-labelled images and 0.99 takes "
+        f"{images_needed(0.99)}.</p>",
         "<h3>One threshold for all classes</h3>",
         _table([("target precision", True)] + headers, overall),
         _figure(images, "thresholds", "Precision of the auto-labels and share of images labelled automatically, "
@@ -263,15 +276,17 @@ def _thresholds(test: dict[str, Any], images: dict[str, bytes]) -> str:
     combined = []
     for r in th["per_class_combined"]:
         unreachable = ", ".join(r["classes_unreachable"]) or "none"
-        combined.append([_cell("target_precision", r["target_precision"]),
-                         _cell("n_auto_labelled", r["n_auto_labelled"]),
+        weak = ", ".join(r["classes_not_supported"]) or "none"
+        combined.append([_cell("target_precision", r["target_precision"]), _cell("n_images", r["n_images"]),
+                         _supported_cell(r), _cell("n_auto_labelled", r["n_auto_labelled"]),
                          _cell("share_auto_labelled", r["share_auto_labelled"], bar=True),
-                         _cell("precision", r["precision"]), _cell("precision_lower_95", r["precision_lower_95"]),
-                         _cell("recall", r["recall"]), f"<td>{_e(unreachable)}</td>"])
+                         _cell("precision", r["precision"]), _cell("precision_lower_bound", r["precision_lower_bound"]),
+                         _cell("recall", r["recall"]), f"<td>{_e(unreachable)}</td>", f"<td>{_e(weak)}</td>"])
     parts.append("<h3>All per-class thresholds applied together</h3>")
-    parts.append(_table([("target precision", True), ("images auto-labelled", True), ("share of all images", True),
-                         ("precision", True), ("95 % lower bound", True), ("recall", True),
-                         ("never auto-labelled (target unreachable)", False)], combined))
+    parts.append(_table([("target precision", True), ("images considered", True), ("supported by the data", False),
+                         ("images auto-labelled", True), ("share of all images", True), ("precision", True),
+                         ("95 % lower bound", True), ("recall", True), ("never auto-labelled (target unreachable)", False),
+                         ("own threshold not supported by the data", False)], combined))
     return "".join(parts)
 
 
@@ -416,6 +431,7 @@ def _glossary(m: dict[str, Any]) -> str:
         "<dt>Auto-labelling threshold</dt><dd>Images whose top score reaches it keep the model's label without "
         "being checked. The threshold is chosen on this set; on new sites precision can be lower, so check a "
         "sample of auto-labelled images there.</dd>"
-        "<dt>95 % lower bound</dt><dd>Wilson interval: with few auto-labelled images, the true precision may be "
-        "this low.</dd>")
+        f"<dt>95 % lower bound</dt><dd>{_e(BOUND_TEXT[0].upper() + BOUND_TEXT[1:])} of the precision: with 95 % "
+        "confidence the true precision of the auto-labels is at least this high. With few auto-labelled images it is "
+        "far below the measured precision; a target above it is not supported by the data.</dd>")
     return f'<dl class="glossary">{items}{extra}</dl>'
