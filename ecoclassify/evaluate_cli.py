@@ -51,11 +51,11 @@ def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Opti
     from ecoclassify.evaluation import evaluate
 
     quiet_tensorflow()
-    with ProgressBar("checking images") as progress:
+    with ProgressBar("checking images") as progress, ProgressBar("labelling images") as labelling:
         result = evaluate(model, data, output, unknown_labels=unknown_labels, overwrite=overwrite, root=root,  # type: ignore[arg-type]
                           exclude_labels=exclude_labels, group_by=group_by,
                           target_precisions=list(target_precisions) or None, batch_size=batch_size,
-                          progress=progress)
+                          progress=progress, predict_progress=labelling)
     click.echo(summary_text(result.metrics, result.output_dir))
 
 

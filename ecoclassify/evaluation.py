@@ -73,6 +73,7 @@ def evaluate(
     target_precisions: Optional[Sequence[float]] = None,
     batch_size: int = 32,
     progress: Optional[Callable[[int, int], None]] = None,
+    predict_progress: Optional[Callable[[int, int], None]] = None,
 ) -> EvaluationResult:
     """Evaluate a trained classifier on a labelled set and write a report into a new folder.
 
@@ -98,6 +99,7 @@ def evaluate(
         target_precisions: Auto-labelling targets; default: the run's ``report.target_precisions``.
         batch_size: Images per prediction batch.
         progress: Called as ``progress(advance, total)`` while images are checked.
+        predict_progress: Called as ``progress(advance, total)`` while images are labelled.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -124,6 +126,7 @@ def evaluate(
             update={"exclude_labels": sorted(set(data_config.exclude_labels) | set(exclude_labels))})
     out_dir = _check_output(output, overwrite)  # before the slow part: fail fast on a clash
 
+    log.info("loading the model %s", model_path)
     classifier = load_classifier(model_path)
     data_config = data_config.model_copy(update={"image_size": classifier.image_size})
     source = load_source(data_config)
@@ -167,7 +170,9 @@ def evaluate(
         reasons = ", ".join(f"{n} {r}" for r, n in excluded["error"].value_counts().items())
         raise DataError(f"none of the {len(scanned)} images in {_describe(data_config)} can be read ({reasons})")
 
-    proba = _predict(classifier, usable["filepath"].tolist(), batch_size, data_config.max_image_pixels)
+    log.info("labelling %d images with the model", len(usable))
+    proba = _predict(classifier, usable["filepath"].tolist(), batch_size, data_config.max_image_pixels,
+                     predict_progress)
     if not_predicted:
         proba = np.hstack([proba, np.zeros((len(proba), len(not_predicted)), dtype=proba.dtype)])
     index = {name: i for i, name in enumerate(eval_classes)}
@@ -248,11 +253,25 @@ def _check_output(output: Union[str, Path, None], overwrite: bool) -> Optional[P
     return out  # created by the report writer, so a failed evaluation leaves no empty folder
 
 
-def _predict(classifier: Any, paths: list[str], batch_size: int, max_pixels: int) -> np.ndarray:
+def _predict(classifier: Any, paths: list[str], batch_size: int, max_pixels: int,
+             progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    import keras
+
     from ecoclassify.data.pipeline import make_dataset
 
+    class _Progress(keras.callbacks.Callback):
+        """Reports each predicted batch as ``progress(images, total)``."""
+
+        done = 0
+
+        def on_predict_batch_end(self, batch: int, logs: Any = None) -> None:
+            step = min(batch_size, len(paths) - self.done)
+            self.done += step
+            progress(step, len(paths))  # type: ignore[misc]
+
     dataset = make_dataset(paths, classifier.image_size, batch_size, max_pixels=max_pixels, cache=False)
-    return np.asarray(classifier.model.predict(dataset, verbose=0), dtype=np.float64)
+    callbacks = [_Progress()] if progress is not None else []
+    return np.asarray(classifier.model.predict(dataset, verbose=0, callbacks=callbacks), dtype=np.float64)
 
 
 def _run_config(run_dir: Path) -> Optional[Config]:

@@ -151,6 +151,7 @@ def write_report(
     if target_precisions is None:
         target_precisions = config.report.target_precisions if config is not None else DEFAULT_TARGET_PRECISIONS
     columns, skipped = choose_group_columns(frame, group_columns)
+    log.info("report: computing the metrics of %d images", len(y_true))
     test = evaluate_predictions(y_true, proba, classes, target_precisions=target_precisions,
                                 groups={c: frame[c].tolist() for c in columns}, not_predicted=not_predicted)
     test["groups_skipped"] = skipped
@@ -190,6 +191,7 @@ def write_report(
     if len(excluded):
         files["excluded"] = write_csv(out_dir / EXCLUDED_FILE, excluded)
 
+    log.info("report: drawing the plots")
     report.images = _draw_plots(test, y_true, proba_norm, classes, history, config, metrics.get("monitor"))
     for role, data in report.images.items():
         name = PLOT_FILES.get(role, f"{role}.png")
@@ -200,6 +202,7 @@ def write_report(
     metrics["files"] = {role: path.name for role, path in files.items()}
     context = ReportContext(metrics=metrics, images=report.images, config=config,
                             split_table=split_table(splits), excluded=excluded)
+    log.info("report: writing report.html, report.md and metrics.json")
     write_text(files["html"], render_html(context))
     write_text(files["markdown"], render_markdown(context))
     write_json(files["metrics"], metrics)

@@ -72,8 +72,9 @@ def train(
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     try:
-        model, frames, epochs, best = fit_stages(config, run_dir, samples, classes, state, list(callbacks), verbose)
-        return _finish(config, run_dir, model, frames, classes, epochs, best)
+        model, frames, epochs, best, holds_best = fit_stages(config, run_dir, samples, classes, state,
+                                                             list(callbacks), verbose)
+        return _finish(config, run_dir, model, frames, classes, epochs, best, holds_best)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"training interrupted; the run folder {run_dir} keeps the last finished epoch. "
@@ -82,6 +83,7 @@ def train(
 
 
 def _start_run(config: Config) -> tuple[Path, pd.DataFrame, list[str]]:
+    log.info("reading and checking the images (%s source)", config.data.source)
     prepared = prepare_data(config)
     for warning in prepared.warnings:
         log.warning(warning)
@@ -124,15 +126,19 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.DataFrame], classes: list[str],
-            epochs: int, best: Optional[float]) -> Run:
+            epochs: int, best: Optional[float], holds_best: bool = False) -> Run:
     import keras
 
     from ecoclassify.data.pipeline import make_dataset
     from ecoclassify.report import REPORT_DIR, write_report
 
-    if (run_dir / MODEL_FILE).exists():
+    if holds_best:
+        pass  # the model already has model.keras's weights (the best epoch was in this session)
+    elif (run_dir / MODEL_FILE).exists():  # the best epoch came before a resume
+        log.info("loading the best model from %s", run_dir / MODEL_FILE)
         model = keras.saving.load_model(run_dir / MODEL_FILE, safe_mode=True)
     else:  # the monitor never produced a value (e.g. NaN losses): keep the last weights
+        log.info("no epoch improved %s: saving the last model", config.training.monitor)
         model.save(run_dir / MODEL_FILE)
     metrics: dict[str, Any] = {
         "classes": classes,
@@ -144,6 +150,7 @@ def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.Data
     history = pd.read_csv(run_dir / HISTORY_FILE) if (run_dir / HISTORY_FILE).exists() else pd.DataFrame()
     test = frames["test"]
     if len(test):
+        log.info("evaluating the best model on the test split (%d images)", len(test))
         dataset = make_dataset(test["filepath"], tuple(config.data.image_size), config.training.batch_size,
                                max_pixels=config.data.max_image_pixels)
         proba = model.predict(dataset, verbose=0)

@@ -184,6 +184,22 @@ def test_the_evaluate_command_writes_a_report_and_prints_the_headline(run_dir, n
 
 
 
+
+def test_the_evaluate_command_shows_each_phase_unless_quiet(run_dir, new_site, tmp_path, caplog):
+    loud = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(new_site), "-o", str(tmp_path / "a")])
+    assert loud.exit_code == 0, loud.output
+    assert "checking images" in loud.output and "labelling images" in loud.output
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("ecoclassify")]
+    for phase in ("loading the model", "labelling 12 images", "report: drawing the plots"):
+        assert any(phase in message for message in messages), (phase, messages)
+    caplog.clear()
+    quiet = CliRunner().invoke(main, ["--quiet", "evaluate", str(run_dir), "--data", str(new_site), "-o",
+                                      str(tmp_path / "b")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "checking images" not in quiet.output and "labelling images" not in quiet.output
+    assert quiet.output.startswith("report:") and "12 images: accuracy" in quiet.output
+    assert [r for r in caplog.records if r.name.startswith("ecoclassify") and r.levelname == "INFO"] == []
+
 def test_the_evaluate_command_flags_a_target_the_few_images_cannot_support(run_dir, new_site, tmp_path):
     # 12 images: even all right, their one-sided 95 % lower bound is 0.78, below 0.9.
     out = tmp_path / "few"
