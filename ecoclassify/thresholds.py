@@ -91,7 +91,7 @@ def _support(row: dict[str, Any], n_hits: int, n_auto: int) -> None:
     row["bound_method"] = BOUND_METHOD
     row["supported"] = bound is not None and bound >= target - 1e-12
     if bound is not None and not row["supported"]:
-        row["note"] = (f"not supported by the data: {n_auto} images, lower bound {bound:.3f} < target {target:g} "
+        row["note"] = (f"not supported by the data: {_images(n_auto)}, lower bound {bound:.3f} < target {target:g} "
                        f"(precision {n_hits / n_auto:.3f} measured; {_needed_text(target, n_auto - n_hits)})")
 
 
@@ -100,6 +100,10 @@ def _needed_text(target: float, errors: int) -> str:
     if needed is None:
         return "no number of images supports a target of 1"
     return f"with {errors} error(s) it needs at least {needed} images"
+
+
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
 
 
 def images_needed(target: float, errors: int = 0, confidence: float = BOUND_CONFIDENCE) -> Optional[int]:
@@ -262,14 +266,14 @@ def threshold_summary_lines(thresholds: dict[str, Any]) -> list[str]:
         target = f"{row['target_precision']:g}"
         if row["supported"]:
             lines.append(f"precision {target}: threshold {row['threshold']:.4f} auto-labels "
-                         f"{row['share_auto_labelled']:.1%} of images ({row['n_auto_labelled']} images, "
+                         f"{row['share_auto_labelled']:.1%} of images ({_images(row['n_auto_labelled'])}, "
                          f"lower bound {row['precision_lower_bound']:.3f})")
         else:
             lines.append(f"precision {target}: {row['note']}")
     for position, target in enumerate(thresholds["targets"]):
         rows = {name: per_target[position] for name, per_target in thresholds["per_class"].items()}
         supported = [name for name, row in rows.items() if row["supported"]]
-        weak = [f"{name} ({row['n_auto_labelled']} images, lower bound {row['precision_lower_bound']:.3f})"
+        weak = [f"{name} ({_images(row['n_auto_labelled'])}, lower bound {row['precision_lower_bound']:.3f})"
                 for name, row in rows.items() if row["reachable"] and not row["supported"]]
         unreachable = [name for name, row in rows.items() if not row["reachable"]]
         parts = [f"supported for {', '.join(supported)}" if supported else "supported for no class"]

@@ -55,7 +55,7 @@ def class_weights(config: Config, labels: np.ndarray, classes: list[str]) -> Opt
 class _Data:
     """The splits as image datasets, plus cached features once a head-only stage needs them."""
 
-    def __init__(self, config: Config, samples: pd.DataFrame, classes: list[str]) -> None:
+    def __init__(self, config: Config, samples: pd.DataFrame, classes: list[str], verbose: Union[int, str] = 0) -> None:
         index = {name: i for i, name in enumerate(classes)}
         self.frames = {name: samples[samples["split"] == name] for name in ("train", "val", "test")}
         self.labels = {name: frame["label"].map(index).to_numpy() for name, frame in self.frames.items()}
@@ -63,6 +63,7 @@ class _Data:
         weights = class_weights(config, self.labels["train"], classes)
         self.sample_weights = None if weights is None else weights[self.labels["train"]]
         self.config = config
+        self.verbose = verbose  # Keras's, for the progress of the feature pass
         self._features: Optional[dict[str, np.ndarray]] = None
 
     def images(self, split: str, shuffle: bool = False) -> Optional[tf.data.Dataset]:
@@ -80,7 +81,7 @@ class _Data:
         if self._features is None:
             log.info("computing backbone features once for the frozen stage(s) (training.cache_features): "
                      "%d train and %d validation images", len(self.frames["train"]), len(self.frames["val"]))
-            self._features = {name: compute_features(extractor, dataset)
+            self._features = {name: compute_features(extractor, dataset, self.verbose)
                               for name in ("train", "val") if (dataset := self.images(name)) is not None}
         if split not in self._features:
             return None
@@ -150,7 +151,7 @@ def _precision(config: Config) -> Iterator[None]:
 def _fit_in_scope(config: Config, run_dir: Path, samples: pd.DataFrame, classes: list[str], state: dict,
                   extra_callbacks: list[Any], verbose: Union[int, str]
                   ) -> tuple[keras.Model, dict, int, Optional[float], bool]:
-    data = _Data(config, samples, classes)
+    data = _Data(config, samples, classes, verbose)
     log.info("building the model: %s backbone, weights %s", config.model.backbone, config.model.weights)
     model = build_model(config, len(classes))
     monitor = config.training.monitor

@@ -74,7 +74,7 @@ def train(
     try:
         model, frames, epochs, best, holds_best = fit_stages(config, run_dir, samples, classes, state,
                                                              list(callbacks), verbose)
-        return _finish(config, run_dir, model, frames, classes, epochs, best, holds_best)
+        return _finish(config, run_dir, model, frames, classes, epochs, best, holds_best, verbose)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"training interrupted; the run folder {run_dir} keeps the last finished epoch. "
@@ -126,7 +126,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.DataFrame], classes: list[str],
-            epochs: int, best: Optional[float], holds_best: bool = False) -> Run:
+            epochs: int, best: Optional[float], holds_best: bool = False, verbose: Union[int, str] = 0) -> Run:
     import keras
 
     from ecoclassify.data.pipeline import make_dataset
@@ -153,7 +153,7 @@ def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.Data
         log.info("evaluating the best model on the test split (%d images)", len(test))
         dataset = make_dataset(test["filepath"], tuple(config.data.image_size), config.training.batch_size,
                                max_pixels=config.data.max_image_pixels)
-        proba = model.predict(dataset, verbose=0)
+        proba = model.predict(dataset, verbose=verbose)  # a bar on a terminal, one line in a log
         y_true = test["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
         excluded = (pd.read_csv(run_dir / EXCLUDED_FILE, dtype=str, keep_default_na=False)
                     if (run_dir / EXCLUDED_FILE).exists() else None)

@@ -212,7 +212,8 @@ def test_the_evaluate_command_flags_a_target_the_few_images_cannot_support(run_d
     assert "auto-labels" not in line  # never presented as a usable threshold
     if row["reachable"]:
         assert row["precision_lower_bound"] < 0.9
-        assert line.startswith(f"precision 0.9: not supported by the data: {row['n_auto_labelled']} images, "
+        images = f"{row['n_auto_labelled']} image" + ("" if row["n_auto_labelled"] == 1 else "s")
+        assert line.startswith(f"precision 0.9: not supported by the data: {images}, "
                                f"lower bound {row['precision_lower_bound']:.3f} < target 0.9")
     assert "not supported by the data" in (out / "report.md").read_text()
     assert "not supported by the data" in html.unescape((out / "report.html").read_text())

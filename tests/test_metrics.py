@@ -257,7 +257,7 @@ def test_per_class_thresholds_on_a_single_image_are_flagged_and_named_in_the_com
     assert combined["classes_not_supported"] == ["fox"] and combined["supported"] is True
     lines = threshold_summary_lines(result)
     assert "per-class thresholds for precision 0.95: supported for deer; not supported by the data for fox " \
-           "(1 images, lower bound 0.050)" in lines
+           "(1 image, lower bound 0.050)" in lines
 
 def test_per_class_thresholds_count_recall_against_the_class_and_share_against_all_images():
     y_true = np.array([0, 0, 0, 1, 1, 1])
