@@ -13,7 +13,6 @@ from typing import Any, Optional
 import click
 
 from ecoclassify.progress import ProgressBar
-from ecoclassify.thresholds import threshold_summary_lines
 
 
 @click.command("evaluate")
@@ -61,6 +60,8 @@ def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Opti
 
 def summary_text(metrics: dict[str, Any], output_dir: Path) -> str:
     """The few lines printed after an evaluation."""
+    from ecoclassify.thresholds import threshold_summary_lines  # late: keeps numpy out of the CLI's start-up
+
     test = metrics["test"]
     mean_ap = f"{test['mAP']:.3f}" if test["mAP"] is not None else "n/a"
     lines = [f"report: {output_dir / 'report.html'}",
