@@ -104,7 +104,8 @@ def train(config: Path | None, overrides: tuple[str, ...], resume: Path | None) 
 
     from ecoclassify.progress import quiet_requested
 
-    run = run_train(cfg, resume=resume, verbose=0 if quiet_requested() else None)
+    with ProgressBar("checking images") as progress:
+        run = run_train(cfg, resume=resume, verbose=0 if quiet_requested() else None, progress=progress)
     click.echo(f"run folder: {run.run_dir}")
     test = run.metrics.get("test")
     if test:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Optional
 
@@ -38,8 +39,13 @@ class ProgressBar:
         # which do not see click's context.
         self.quiet = quiet_requested()
         self.started = time.perf_counter()
+        self._lock = threading.Lock()  # worker threads report at once; only one may open the bar
 
     def __call__(self, advance: int, total: int) -> None:
+        with self._lock:
+            self._advance(advance, total)
+
+    def _advance(self, advance: int, total: int) -> None:
         if self.closed:
             return
         if self.bar is None:
@@ -61,6 +67,7 @@ class ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None and not self.closed:
-            self.closed = True
-            self.bar.__exit__(*exc)
+        with self._lock:
+            if self.bar is not None and not self.closed:
+                self.closed = True
+                self.bar.__exit__(*exc)

@@ -12,7 +12,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
@@ -40,6 +40,7 @@ def train(
     resume: Optional[Path] = None,
     callbacks: Sequence[Any] = (),
     verbose: Union[int, str, None] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> Run:
     """Train the model described by ``config`` and write a new run folder.
 
@@ -50,6 +51,7 @@ def train(
         callbacks: Extra Keras callbacks added to every stage's ``fit``.
         verbose: Keras ``fit`` verbosity; by default a progress bar on a terminal and one line
             per epoch otherwise (log files, SLURM jobs).
+        progress: Called as ``progress(advance, total)`` while the images are checked.
 
     Returns:
         The finished :class:`Run` (folder, classes, test metrics, history).
@@ -67,7 +69,7 @@ def train(
     else:
         if config is None:
             raise ConfigError("train needs a config (or resume=RUN_DIR)")
-        run_dir, samples, classes = _start_run(config)
+        run_dir, samples, classes = _start_run(config, progress)
         state = {"completed_stages": 0, "next_epoch": 0, "finished": False}
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -82,9 +84,10 @@ def train(
         ) from None
 
 
-def _start_run(config: Config) -> tuple[Path, pd.DataFrame, list[str]]:
+def _start_run(config: Config, progress: Optional[Callable[[int, int], None]] = None
+               ) -> tuple[Path, pd.DataFrame, list[str]]:
     log.info("reading and checking the images (%s source)", config.data.source)
-    prepared = prepare_data(config)
+    prepared = prepare_data(config, progress=progress)
     for warning in prepared.warnings:
         log.warning(warning)
     prepared.raise_if_unusable()

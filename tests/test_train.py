@@ -223,6 +223,7 @@ def test_the_train_command_says_what_each_phase_does_and_flags_unsupported_thres
     path = write_config(tmp_path, tiny_config(tmp_path))
     result = CliRunner().invoke(main, ["train", str(path), "--set", "training.epochs=1"])
     assert result.exit_code == 0, result.output
+    assert result.output.count("checking images") == 1  # the scan's progress bar, once
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("ecoclassify")]
     for phase in TRAIN_PHASES:
         assert any(phase in message for message in messages), (phase, messages)
