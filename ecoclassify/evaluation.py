@@ -71,6 +71,7 @@ def evaluate(
     target_precisions: Optional[Sequence[float]] = None,
     batch_size: int = 32,
     progress: Optional[Callable[[int, int], None]] = None,
+    predict_progress: Optional[Callable[[int, int], None]] = None,
 ) -> EvaluationResult:
     """Evaluate a trained classifier on a labelled set and write a report into a new folder.
 
@@ -96,6 +97,7 @@ def evaluate(
         target_precisions: Auto-labelling targets; default: the run's ``report.target_precisions``.
         batch_size: Images per prediction batch.
         progress: Called as ``progress(advance, total)`` while images are checked.
+        predict_progress: Called as ``progress(advance, total)`` while images are labelled.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -122,6 +124,7 @@ def evaluate(
             update={"exclude_labels": sorted(set(data_config.exclude_labels) | set(exclude_labels))})
     out_dir = _check_output(output, overwrite)  # before the slow part: fail fast on a clash
 
+    log.info("loading the model %s", model_path)
     classifier = load_classifier(model_path)
     data_config = data_config.model_copy(update={"image_size": classifier.image_size})
     source = load_source(data_config)
@@ -167,7 +170,9 @@ def evaluate(
         reasons = ", ".join(f"{n} {r}" for r, n in excluded["error"].value_counts().items())
         raise DataError(f"none of the {len(scanned)} images in {_describe(data_config)} can be read ({reasons})")
 
-    proba, late = _predict(classifier, usable["filepath"].tolist(), batch_size, data_config.max_image_pixels)
+    log.info("labelling %d images with the model", len(usable))
+    proba, late = _predict(classifier, usable["filepath"].tolist(), batch_size, data_config.max_image_pixels,
+                           predict_progress)
     if late.any():  # read at the check, unreadable now (changed or removed meanwhile): listed too
         excluded = pd.concat([excluded, usable.loc[late, ["filepath", "label"]].assign(
             error="changed_since_check", detail="readable when the images were checked, not when classified")],
@@ -255,13 +260,14 @@ def _check_output(output: Union[str, Path, None], overwrite: bool) -> Optional[P
     return out  # created by the report writer, so a failed evaluation leaves no empty folder
 
 
-def _predict(classifier: Any, paths: list[str], batch_size: int, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+def _predict(classifier: Any, paths: list[str], batch_size: int, max_pixels: int,
+             progress: Optional[Callable[[int, int], None]] = None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for ``paths`` through predict's own decoder and batching, and which files failed."""
     from ecoclassify.prediction.options import PredictOptions
     from ecoclassify.prediction.runner import classify_files
 
     rows = classify_files(classifier, [Path(p) for p in paths], PredictOptions(batch_size=batch_size,
-                                                                            max_pixels=max_pixels))
+                                                                            max_pixels=max_pixels), progress)
     failed = np.array([row.probs is None for row in rows], dtype=bool)
     proba = np.zeros((len(rows), len(classifier.classes)), dtype=np.float64)
     for i, row in enumerate(rows):

@@ -183,6 +183,55 @@ def test_the_evaluate_command_writes_a_report_and_prints_the_headline(run_dir, n
     assert json.loads((out / "metrics.json").read_text())["test"]["thresholds"]["targets"] == [0.9]
 
 
+
+
+def test_the_evaluate_command_shows_each_phase_unless_quiet(run_dir, new_site, tmp_path, caplog):
+    loud = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(new_site), "-o", str(tmp_path / "a")])
+    assert loud.exit_code == 0, loud.output
+    assert "checking images" in loud.output and "labelling images" in loud.output
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("ecoclassify")]
+    for phase in ("loading the model", "labelling 12 images", "report: drawing the plots"):
+        assert any(phase in message for message in messages), (phase, messages)
+    caplog.clear()
+    quiet = CliRunner().invoke(main, ["--quiet", "evaluate", str(run_dir), "--data", str(new_site), "-o",
+                                      str(tmp_path / "b")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "checking images" not in quiet.output and "labelling images" not in quiet.output
+    assert quiet.output.startswith("report:") and "12 images: accuracy" in quiet.output
+    assert [r for r in caplog.records if r.name.startswith("ecoclassify") and r.levelname == "INFO"] == []
+
+def test_the_evaluate_command_flags_a_target_the_few_images_cannot_support(run_dir, new_site, tmp_path):
+    # 12 images: even all right, their one-sided 95 % lower bound is 0.78, below 0.9.
+    out = tmp_path / "few"
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(new_site), "--output", str(out),
+                                       "--target-precision", "0.9"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "metrics.json").read_text())["test"]["thresholds"]["overall"][0]
+    assert row["supported"] is False and row["n_images"] == 12 and row["bound_method"] == "clopper-pearson"
+    line = next(line for line in result.output.splitlines() if line.startswith("precision 0.9:"))
+    assert "auto-labels" not in line  # never presented as a usable threshold
+    if row["reachable"]:
+        assert row["precision_lower_bound"] < 0.9
+        images = f"{row['n_auto_labelled']} image" + ("" if row["n_auto_labelled"] == 1 else "s")
+        assert line.startswith(f"precision 0.9: not supported by the data: {images}, "
+                               f"lower bound {row['precision_lower_bound']:.3f} < target 0.9")
+    assert "not supported by the data" in (out / "report.md").read_text()
+    assert "not supported by the data" in html.unescape((out / "report.html").read_text())
+
+
+def test_the_evaluate_command_reports_a_target_enough_images_support_as_met(run_dir, tmp_path):
+    data = tmp_path / "many"
+    for seed, label in enumerate(COLOURS, start=200):
+        write_colour_images(data / label, label, 30, seed=seed)
+    out = tmp_path / "many-report"
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--data", str(data), "--output", str(out),
+                                       "--target-precision", "0.4"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "metrics.json").read_text())["test"]["thresholds"]["overall"][0]
+    assert row["supported"] is True and row["n_images"] == 90 and row["precision_lower_bound"] >= 0.4
+    assert (f"precision 0.4: threshold {row['threshold']:.4f} auto-labels {row['share_auto_labelled']:.1%} of images "
+            f"({row['n_auto_labelled']} images, lower bound {row['precision_lower_bound']:.3f})") in result.output
+
 def test_the_evaluate_command_exits_1_listing_unknown_labels_or_counts_them_with_the_option(run_dir, new_site,
                                                                                            tmp_path):
     write_colour_images(new_site / "wolf", "wolf", 2, seed=9)

@@ -17,6 +17,7 @@ import click
 from ecoclassify import __version__
 from ecoclassify._tf import quiet_tensorflow
 from ecoclassify.errors import EcoclassifyError
+from ecoclassify.files import METRICS_FILE, REPORT_DIR
 from ecoclassify.cli.progress import ProgressBar
 from ecoclassify.cli.evaluate_command import evaluate_command
 from ecoclassify.cli.predict_commands import predict_command, sort_command
@@ -52,10 +53,13 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ecoclassify")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and TensorFlow's log messages.")
-def main(debug: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Print only results, warnings and errors: no progress messages "
+              "or bars.")
+def main(debug: bool, quiet: bool) -> None:
     """Train and use image classifiers for ecological field images (camera traps first)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    logging.getLogger("ecoclassify").setLevel(logging.DEBUG if debug else logging.INFO)
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.getLogger("ecoclassify").setLevel(level)
     if debug:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         os.environ["ECOCLASSIFY_TF_VERBOSE"] = "1"
@@ -99,13 +103,28 @@ def train(config: Path | None, overrides: tuple[str, ...], resume: Path | None) 
     quiet_tensorflow()
     from ecoclassify.training.session import train as run_train
 
-    run = run_train(cfg, resume=resume)
+    from ecoclassify.cli.progress import quiet_requested
+
+    with ProgressBar("checking images") as progress:
+        run = run_train(cfg, resume=resume, verbose=0 if quiet_requested() else None, progress=progress)
     click.echo(f"run folder: {run.run_dir}")
     test = run.metrics.get("test")
     if test:
         map_text = f"{test['mAP']:.3f}" if test["mAP"] is not None else "n/a"
         click.echo(f"test: accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f}, mAP {map_text} "
                    f"({test['n_images']} images)")
+        _echo_thresholds(run.run_dir / REPORT_DIR / METRICS_FILE)
+
+
+def _echo_thresholds(report_metrics: Path) -> None:
+    """The auto-labelling lines of a finished run's report, each target flagged when unsupported."""
+    from ecoclassify.report.thresholds import threshold_summary_lines
+
+    if report_metrics.is_file():
+        thresholds = json.loads(report_metrics.read_text(encoding="utf-8"))["test"]["thresholds"]
+        click.echo("auto-labelling thresholds on the test split:")
+        for line in threshold_summary_lines(thresholds):
+            click.echo(f"  {line}")
 
 
 @main.command()

@@ -50,16 +50,18 @@ def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Opti
     from ecoclassify.evaluation import evaluate
 
     # TensorFlow loads with the model, after evaluate has checked the model, data and output paths.
-    with ProgressBar("checking images") as progress:
+    with ProgressBar("checking images") as progress, ProgressBar("labelling images") as labelling:
         result = evaluate(model, data, output, unknown_labels=unknown_labels, overwrite=overwrite, root=root,  # type: ignore[arg-type]
                           exclude_labels=exclude_labels, group_by=group_by,
                           target_precisions=list(target_precisions) or None, batch_size=batch_size,
-                          progress=progress)
+                          progress=progress, predict_progress=labelling)
     click.echo(summary_text(result.metrics, result.output_dir))
 
 
 def summary_text(metrics: dict[str, Any], output_dir: Path) -> str:
     """The few lines printed after an evaluation."""
+    from ecoclassify.report.thresholds import threshold_summary_lines  # late: keeps numpy out of the CLI's start-up
+
     test = metrics["test"]
     mean_ap = f"{test['mAP']:.3f}" if test["mAP"] is not None else "n/a"
     lines = [f"report: {output_dir / HTML_FILE}",
@@ -68,11 +70,5 @@ def summary_text(metrics: dict[str, Any], output_dir: Path) -> str:
     unreadable = metrics.get("unreadable", {}).get("n_images", 0)
     if unreadable:
         lines.append(f"{unreadable} unreadable image(s) left out (see excluded.csv)")
-    for row in test["thresholds"]["overall"]:
-        target = f"{row['target_precision']:g}"
-        if row["reachable"]:
-            lines.append(f"precision {target}: threshold {row['threshold']:.4f} auto-labels "
-                         f"{row['share_auto_labelled']:.1%} of images")
-        else:
-            lines.append(f"precision {target}: {row['note']}")
+    lines += threshold_summary_lines(test["thresholds"])
     return "\n".join(lines)

@@ -9,29 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-import pandas as pd
+from ecoclassify.report.context import SUMMARY, ReportContext, config_summary, format_value, report_notes
+from ecoclassify.report.thresholds import BOUND_TEXT, images_needed
 
-# What each summary metric means, in words an ecologist can put in a methods section.
-SUMMARY = [
-    ("accuracy", "Accuracy", "share of images whose top label is right"),
-    ("balanced_accuracy", "Balanced accuracy", "mean recall over classes: rare species count as much as common ones"),
-    ("macro_f1", "Macro-F1", "mean F1 over classes (F1 balances precision and recall)"),
-    ("mAP", "mAP", "mean average precision over classes: ranking quality, independent of any threshold"),
-    ("cohen_kappa", "Cohen's kappa", "agreement with the true labels beyond chance (1 perfect, 0 chance)"),
-    ("top_3_accuracy", "Top-3 accuracy", "share of images whose true label is among the 3 highest scores"),
-    ("top_5_accuracy", "Top-5 accuracy", "share of images whose true label is among the 5 highest scores"),
-    ("weighted_f1", "Weighted F1", "F1 averaged over classes, weighted by their number of images"),
-    ("macro_precision", "Macro precision", "mean over classes of the share of predictions that are right"),
-    ("macro_recall", "Macro recall", "mean over classes of the share of their images found"),
-    ("weighted_precision", "Weighted precision", "precision averaged over classes by their number of images"),
-    ("weighted_recall", "Weighted recall", "recall averaged over classes by their number of images (= accuracy)"),
-    ("log_loss", "Log loss", "mean negative log probability given to the true label (lower is better)"),
-    ("ece", "Expected calibration error", "mean gap between confidence and accuracy over 15 bins (0 is perfect)"),
-    ("n_images", "Images evaluated", "readable, labelled images the metrics are computed on"),
-]
 CARDS = ("accuracy", "balanced_accuracy", "macro_f1", "mAP", "cohen_kappa", "top_3_accuracy", "ece", "log_loss")
 
 CSS = """
@@ -83,40 +65,6 @@ dl.glossary dt{font-weight:650;margin-top:8px}
 dl.glossary dd{margin:0 0 0 0;color:var(--muted)}
 footer{color:var(--muted);font-size:12.5px;text-align:center;padding:10px 0 34px}
 """
-
-
-@dataclass
-class ReportContext:
-    """What the renderers need besides ``metrics.json``."""
-
-    metrics: dict[str, Any]
-    images: dict[str, bytes] = field(default_factory=dict)
-    config: Any = None
-    split_table: pd.DataFrame = field(default_factory=pd.DataFrame)
-    excluded: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def format_value(key: str, value: Any) -> str:
-    """How the report writes a value of ``metrics.json``, by its key.
-
-    Shares are percentages, thresholds get four decimals (they are applied to scores), target
-    precisions are written as given, other fractions get three decimals.
-    """
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if key.startswith("share") or key == "normalized":
-            return f"{value:.1%}"
-        if key == "threshold":
-            return f"{value:.4f}"
-        if key in ("target_precision", "targets"):
-            return f"{value:g}"
-        return f"{value:.3f}"
-    return str(value)
 
 
 def _e(text: Any) -> str:
@@ -181,26 +129,6 @@ def render_html(context: ReportContext) -> str:
     )
 
 
-def report_notes(m: dict[str, Any], test: dict[str, Any]) -> list[str]:
-    """The "worth knowing" sentences shown at the top of the HTML and Markdown reports."""
-    notes = list(m.get("notes", []))
-    if test["map_excluded_classes"]:
-        notes.append("mAP leaves out classes with no image in this set or that the model cannot predict: "
-                     + ", ".join(test["map_excluded_classes"]) + ".")
-    if test["not_predicted_classes"]:
-        notes.append("Not a class of the model (every image of it is an error; left out of the log loss, which "
-                     f"uses {test['log_loss_n_images']} images): {', '.join(test['not_predicted_classes'])}.")
-    unreadable = m.get("unreadable", {})
-    if unreadable.get("n_images"):
-        reasons = ", ".join(f"{n} {r}" for r, n in unreadable["by_reason"].items())
-        notes.append(f"{unreadable['n_images']} unreadable image(s) were left out ({reasons}); "
-                     "they are listed in excluded.csv.")
-    if test["n_images"] < 100:
-        notes.append(f"Only {test['n_images']} images were evaluated: every number here is uncertain by several "
-                     "percentage points. Use the 95 % lower bounds in the auto-labelling tables.")
-    return notes
-
-
 def _note_box(notes: list[str]) -> str:
     if not notes:
         return ""
@@ -227,24 +155,36 @@ def _summary(m: dict[str, Any], test: dict[str, Any]) -> str:
             + _table([("metric", False), ("value", True), ("meaning", False)], rows))
 
 
+def _supported_cell(row: dict[str, Any]) -> str:
+    if row["supported"]:
+        return "<td>yes</td>"
+    return f'<td class="na">{_e(row["note"] or "nothing auto-labelled")}</td>'
+
+
 def _threshold_cells(row: dict[str, Any]) -> list[str]:
     if not row.get("reachable", True):
-        return [f'<td class="na" colspan="6">{_e(row["note"])}</td>']
-    return [_cell("threshold", row.get("threshold")), _cell("n_auto_labelled", row["n_auto_labelled"]),
+        return [_cell("n_images", row["n_images"]), f'<td class="na" colspan="7">{_e(row["note"])}</td>']
+    return [_cell("n_images", row["n_images"]), _supported_cell(row), _cell("threshold", row.get("threshold")),
+            _cell("n_auto_labelled", row["n_auto_labelled"]),
             _cell("share_auto_labelled", row["share_auto_labelled"], bar=True), _cell("precision", row["precision"]),
-            _cell("precision_lower_95", row["precision_lower_95"]), _cell("recall", row["recall"])]
+            _cell("precision_lower_bound", row["precision_lower_bound"]), _cell("recall", row["recall"])]
 
 
 def _thresholds(test: dict[str, Any], images: dict[str, bytes]) -> str:
     th = test["thresholds"]
-    headers = [("score threshold", True), ("images auto-labelled", True), ("share of all images", True),
-               ("precision", True), ("95 % lower bound", True), ("recall", True)]
+    headers = [("images considered", True), ("supported by the data", False), ("score threshold", True),
+               ("images auto-labelled", True), ("share of all images", True), ("precision", True),
+               ("95 % lower bound", True), ("recall", True)]
     overall = [[_cell("target_precision", r["target_precision"])] + _threshold_cells(r) for r in th["overall"]]
     parts = [
         '<p class="lead">To cut the work of checking images by hand, accept the model\'s label whenever its score '
         "reaches a threshold and check the rest. For each target precision, the lowest threshold that reaches it "
         "on this set (so the most images are labelled automatically), how many images that labels, and the recall "
-        "there. The lower bound is how low the precision could really be, given how few images it rests on.</p>",
+        "there. The lower bound is how low the precision could really be, given how few images it rests on "
+        f"({_e(BOUND_TEXT)}). A target whose lower bound falls below it is <strong>not supported by the data"
+        "</strong>: the threshold met it on these images by luck as much as by merit, so do not rely on it. "
+        f"Without a single error, supporting 0.95 takes {images_needed(0.95)} auto-labelled images and 0.99 takes "
+        f"{images_needed(0.99)}.</p>",
         "<h3>One threshold for all classes</h3>",
         _table([("target precision", True)] + headers, overall),
         _figure(images, "thresholds", "Precision of the auto-labels and share of images labelled automatically, "
@@ -261,15 +201,17 @@ def _thresholds(test: dict[str, Any], images: dict[str, bytes]) -> str:
     combined = []
     for r in th["per_class_combined"]:
         unreachable = ", ".join(r["classes_unreachable"]) or "none"
-        combined.append([_cell("target_precision", r["target_precision"]),
-                         _cell("n_auto_labelled", r["n_auto_labelled"]),
+        weak = ", ".join(r["classes_not_supported"]) or "none"
+        combined.append([_cell("target_precision", r["target_precision"]), _cell("n_images", r["n_images"]),
+                         _supported_cell(r), _cell("n_auto_labelled", r["n_auto_labelled"]),
                          _cell("share_auto_labelled", r["share_auto_labelled"], bar=True),
-                         _cell("precision", r["precision"]), _cell("precision_lower_95", r["precision_lower_95"]),
-                         _cell("recall", r["recall"]), f"<td>{_e(unreachable)}</td>"])
+                         _cell("precision", r["precision"]), _cell("precision_lower_bound", r["precision_lower_bound"]),
+                         _cell("recall", r["recall"]), f"<td>{_e(unreachable)}</td>", f"<td>{_e(weak)}</td>"])
     parts.append("<h3>All per-class thresholds applied together</h3>")
-    parts.append(_table([("target precision", True), ("images auto-labelled", True), ("share of all images", True),
-                         ("precision", True), ("95 % lower bound", True), ("recall", True),
-                         ("never auto-labelled (target unreachable)", False)], combined))
+    parts.append(_table([("target precision", True), ("images considered", True), ("supported by the data", False),
+                         ("images auto-labelled", True), ("share of all images", True), ("precision", True),
+                         ("95 % lower bound", True), ("recall", True), ("never auto-labelled (target unreachable)", False),
+                         ("own threshold not supported by the data", False)], combined))
     return "".join(parts)
 
 
@@ -414,38 +356,7 @@ def _glossary(m: dict[str, Any]) -> str:
         "<dt>Auto-labelling threshold</dt><dd>Images whose top score reaches it keep the model's label without "
         "being checked. The threshold is chosen on this set; on new sites precision can be lower, so check a "
         "sample of auto-labelled images there.</dd>"
-        "<dt>95 % lower bound</dt><dd>Wilson interval: with few auto-labelled images, the true precision may be "
-        "this low.</dd>")
+        f"<dt>95 % lower bound</dt><dd>{_e(BOUND_TEXT[0].upper() + BOUND_TEXT[1:])} of the precision: with 95 % "
+        "confidence the true precision of the auto-labels is at least this high. With few auto-labelled images it is "
+        "far below the measured precision; a target above it is not supported by the data.</dd>")
     return f'<dl class="glossary">{items}{extra}</dl>'
-
-
-def config_summary(config: Any) -> list[tuple[str, str]]:
-    """``(setting, value)`` pairs describing a run's config in a few lines."""
-    if config is None:
-        return []
-    data, model, training, aug = config.data, config.model, config.training, config.augmentation
-    split = data.split
-    split_text = f"{split.method}" + (f" by {split.group_by}" if split.group_by else "")
-    if split.method != "predefined":
-        split_text += f" (val {split.val:g}, test {split.test:g})"
-    active = [f"{k} {getattr(aug, k):g}" for k in ("rotation", "zoom", "translation", "contrast", "brightness", "crop")
-              if getattr(aug, k) > 0]
-    stages = "; ".join(
-        f"{s.name or i}: {s.epochs} epoch(s), {s.optimizer} lr {s.learning_rate:g}, trainable "
-        f"{s.trainable if isinstance(s.trainable, str) else s.trainable.model_dump()}"
-        for i, s in enumerate(training.stages or [], start=1))
-    rows = [
-        ("experiment", f"{config.experiment.name} (seed {config.experiment.seed})"),
-        ("data", f"{data.source}: {data.labels or data.root or 'built-in demo'}"),
-        ("image size", f"{data.image_size[0]} × {data.image_size[1]} px"),
-        ("split", split_text),
-        ("backbone", f"{model.backbone}, weights {model.weights}"),
-        ("head", f"{model.head.pooling} pooling, dense {model.head.dense}, dropout {model.head.dropout:g}"),
-        ("augmentation", (f"flip {aug.flip}" + (", " + ", ".join(active) if active else ""))
-         if aug.active else "none"),
-        ("training", f"batch {training.batch_size}, class weight {training.class_weight}, monitor {training.monitor}"),
-        ("stages", stages),
-    ]
-    if config.provenance:
-        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in config.provenance.items() if k != "created")))
-    return rows

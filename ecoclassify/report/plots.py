@@ -150,7 +150,8 @@ def thresholds_figure(scores: np.ndarray, correct: np.ndarray, targets: Sequence
         ax.axhline(row["target_precision"], color=MUTED, linewidth=0.8, linestyle=":")
         if row["reachable"]:  # labelled in the legend: close thresholds would overprint text labels
             ax.axvline(row["threshold"], color=BAD, linewidth=1.2, linestyle=styles[number % len(styles)],
-                       label=f"threshold {row['threshold']:.3f} for precision {row['target_precision']:g}")
+                       label=f"threshold {row['threshold']:.3f} for precision {row['target_precision']:g}"
+                       + ("" if row.get("supported", True) else " (not supported by the data)"))
     # Top scores never fall below 1 / n_classes: start the axis near the lowest one seen.
     ax.set_xlim(max(0.0, float(sorted_scores.min()) - 0.05) if len(scores) else 0.0, 1.0)
     ax.set_ylim(0, 1.03)

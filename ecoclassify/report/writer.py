@@ -35,7 +35,7 @@ from ecoclassify.files import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: thresholds carry supported, n_images and a one-sided Clopper-Pearson bound
 #: Plot files by role, in the order the report shows them.
 PLOT_FILES = {
     "thresholds": "thresholds.png",
@@ -127,7 +127,9 @@ def write_report(
         ``test`` (see :func:`ecoclassify.report.metrics.evaluate_predictions`, plus ``groups_skipped``),
         ``unreadable`` (``n_images``, ``by_reason``) and ``files``.
     """
-    from ecoclassify.report.html import ReportContext, render_html
+    from ecoclassify.report.context import ReportContext
+    from ecoclassify.report.html import render_html
+    from ecoclassify.report.markdown import render_markdown
 
     out_dir = Path(out_dir)
     classes = list(classes)
@@ -141,6 +143,7 @@ def write_report(
     if target_precisions is None:
         target_precisions = config.report.target_precisions if config is not None else DEFAULT_TARGET_PRECISIONS
     columns, skipped = choose_group_columns(frame, group_columns)
+    log.info("report: computing the metrics of %d images", len(y_true))
     test = evaluate_predictions(y_true, proba, classes, target_precisions=target_precisions,
                                 groups={c: frame[c].tolist() for c in columns}, not_predicted=not_predicted)
     test["groups_skipped"] = skipped
@@ -180,6 +183,7 @@ def write_report(
     if len(excluded):
         files["excluded"] = write_csv(out_dir / EXCLUDED_FILE, excluded)
 
+    log.info("report: drawing the plots")
     report.images = _draw_plots(test, y_true, proba_norm, classes, history, config, metrics.get("monitor"))
     for role, data in report.images.items():
         name = PLOT_FILES.get(role, f"{role}.png")
@@ -190,6 +194,7 @@ def write_report(
     metrics["files"] = {role: path.name for role, path in files.items()}
     context = ReportContext(metrics=metrics, images=report.images, config=config,
                             split_table=split_table(splits), excluded=excluded)
+    log.info("report: writing report.html, report.md and metrics.json")
     write_text(files["html"], render_html(context))
     write_text(files["markdown"], render_markdown(context))
     write_json(files["metrics"], metrics)
@@ -234,12 +239,16 @@ def thresholds_frame(thresholds: Mapping[str, Any]) -> pd.DataFrame:
     for name, per_target in thresholds["per_class"].items():
         rows += [{"scope": "class", "class": name, **row} for row in per_target]
     for row in thresholds["per_class_combined"]:
-        unreachable = row["classes_unreachable"]
-        rows.append({"scope": "per_class_combined", "class": "",
-                     **{k: v for k, v in row.items() if k != "classes_unreachable"},
-                     "note": f"never auto-labelled (unreachable): {', '.join(unreachable)}" if unreachable else ""})
-    order = ["scope", "class", "target_precision", "reachable", "threshold", "precision", "precision_lower_95",
-             "recall", "n_auto_labelled", "share_auto_labelled", "max_precision", "note"]
+        unreachable, weak = row["classes_unreachable"], row["classes_not_supported"]
+        notes = [row["note"]] if row["note"] else []
+        notes += [f"never auto-labelled (unreachable): {', '.join(unreachable)}"] if unreachable else []
+        notes += [f"own threshold not supported by the data: {', '.join(weak)}"] if weak else []
+        rows.append({"scope": "per_class_combined", "class": "", "reachable": row["n_auto_labelled"] > 0,
+                     **{k: v for k, v in row.items() if k not in ("classes_unreachable", "classes_not_supported")},
+                     "note": "; ".join(notes)})
+    order = ["scope", "class", "target_precision", "reachable", "supported", "threshold", "precision",
+             "precision_lower_bound", "bound_method", "recall", "n_images", "n_auto_labelled", "share_auto_labelled",
+             "max_precision", "note"]
     return pd.DataFrame(rows).reindex(columns=order)
 
 
@@ -306,49 +315,3 @@ def _draw_plots(test: dict[str, Any], y_true: np.ndarray, proba: np.ndarray, cla
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:60]
-
-
-def render_markdown(context: Any) -> str:
-    """A short Markdown version of the report (a :class:`~ecoclassify.report.html.ReportContext`), images
-    linked from the same folder, for a terminal or a code forge."""
-    from ecoclassify.report.html import SUMMARY, config_summary, format_value, report_notes
-
-    m, test = context.metrics, context.metrics["test"]
-    lines = [f"# {m['title']}", "", f"{test['n_images']} images, {len(test['classes'])} classes; "
-             f"created {m['created']}. Full report: report.html; all numbers: metrics.json.", ""]
-    lines += [f"> {note}" for note in report_notes(m, test)] + [""]
-    lines += ["## Summary", "", "| metric | value |", "| --- | ---: |"]
-    lines += [f"| {name} | {format_value(key, test.get(key))} |" for key, name, _ in SUMMARY
-              if test.get(key) is not None]
-    lines += ["", "## Auto-labelling thresholds (one threshold for all classes)", "",
-              "| target precision | threshold | auto-labelled | share | precision | 95 % lower bound | recall |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in test["thresholds"]["overall"]:
-        if r["reachable"]:
-            lines.append(f"| {format_value('target_precision', r['target_precision'])} | "
-                         f"{format_value('threshold', r['threshold'])} | {r['n_auto_labelled']} | "
-                         f"{format_value('share', r['share_auto_labelled'])} | {format_value('p', r['precision'])} | "
-                         f"{format_value('p', r['precision_lower_95'])} | {format_value('r', r['recall'])} |")
-        else:
-            lines.append(f"| {format_value('target_precision', r['target_precision'])} | {r['note']} ||||||")
-    lines += ["", "Per-class thresholds: thresholds.csv.", "", "## Per class", "",
-              "| class | images | predicted | precision | recall | F1 | AP |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in test["per_class"]:
-        lines.append(f"| {r['class']} | {r['support']} | {r['n_predicted']} | {format_value('p', r['precision'])} | "
-                     f"{format_value('r', r['recall'])} | {format_value('f', r['f1'])} | "
-                     f"{format_value('ap', r['average_precision'])} |")
-    for column, rows in test["groups"].items():
-        lines += ["", f"## By {column}", "", f"| {column} | images | accuracy | macro-F1 | mAP |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {r['group']} | {r['n_images']} | {format_value('a', r['accuracy'])} | "
-                  f"{format_value('f', r['macro_f1'])} | {format_value('m', r['mAP'])} |" for r in rows]
-    summary = config_summary(context.config)
-    if summary:
-        lines += ["", "## Model and training", ""] + [f"- {key}: {value}" for key, value in summary]
-    lines += ["", "## Plots", ""]
-    files = m.get("files", {})
-    for role in context.images:
-        if f"plot_{role}" in files:
-            lines += [f"![{role.replace('_', ' ')}]({files[f'plot_{role}']})", ""]
-    return "\n".join(lines) + "\n"

@@ -45,6 +45,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best = initial_best
         self.best_loss = initial_loss
         self.best_epoch: Optional[int] = None
+        # A copy of the saved weights, so the run can report on its best model without loading
+        # model.keras back from disk (seconds for a large backbone). None until an improvement.
+        self.best_weights: Optional[list[Any]] = None
         self.loss_key = tie_breaker(monitor)
 
     def _improved(self, value: float, loss: Optional[float]) -> bool:
@@ -64,6 +67,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if self._improved(float(value), loss):
             self.best, self.best_loss, self.best_epoch = float(value), loss, epoch
             atomic_write(self.path, self._save)
+            self.best_weights = (self.target or self.model).get_weights()
 
     def _save(self, tmp: Path) -> None:
         # Keras picks the format from the suffix, so save under a .keras name and move it.

@@ -57,10 +57,13 @@ def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return extractor, keras.Model(head_input, x, name="head")
 
 
-def compute_features(extractor: keras.Model, images: tf.data.Dataset) -> np.ndarray:
-    """Run the frozen part once over a dataset of image batches (labels, if any, are ignored)."""
+def compute_features(extractor: keras.Model, images: tf.data.Dataset, verbose: Any = 0) -> np.ndarray:
+    """Run the frozen part once over a dataset of image batches (labels, if any, are ignored).
+
+    ``verbose`` is Keras's: 1 draws a progress bar, 2 prints one line when done.
+    """
     batches = images.map(lambda *parts: parts[0])
-    return extractor.predict(batches, verbose=0)
+    return extractor.predict(batches, verbose=verbose)
 
 
 def feature_dataset(

@@ -12,7 +12,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
@@ -41,6 +41,7 @@ def train(
     resume: Optional[Path] = None,
     callbacks: Sequence[Any] = (),
     verbose: Union[int, str, None] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> Run:
     """Train the model described by ``config`` and write a new run folder.
 
@@ -51,6 +52,7 @@ def train(
         callbacks: Extra Keras callbacks added to every stage's ``fit``.
         verbose: Keras ``fit`` verbosity; by default a progress bar on a terminal and one line
             per epoch otherwise (log files, SLURM jobs).
+        progress: Called as ``progress(advance, total)`` while the images are checked.
 
     Returns:
         The finished :class:`Run` (folder, classes, test metrics, history).
@@ -68,13 +70,14 @@ def train(
     else:
         if config is None:
             raise ConfigError("train needs a config (or resume=RUN_DIR)")
-        run_dir, samples, classes = _start_run(config)
+        run_dir, samples, classes = _start_run(config, progress)
         state = {"completed_stages": 0, "next_epoch": 0, "finished": False}
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     try:
-        model, frames, epochs, best = fit_stages(config, run_dir, samples, classes, state, list(callbacks), verbose)
-        return _finish(config, run_dir, model, frames, classes, epochs, best)
+        model, frames, epochs, best, holds_best = fit_stages(config, run_dir, samples, classes, state,
+                                                             list(callbacks), verbose)
+        return _finish(config, run_dir, model, frames, classes, epochs, best, holds_best, verbose)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"training interrupted; the run folder {run_dir} keeps the last finished epoch. "
@@ -82,8 +85,10 @@ def train(
         ) from None
 
 
-def _start_run(config: Config) -> tuple[Path, pd.DataFrame, list[str]]:
-    prepared = prepare_data(config)
+def _start_run(config: Config, progress: Optional[Callable[[int, int], None]] = None
+               ) -> tuple[Path, pd.DataFrame, list[str]]:
+    log.info("reading and checking the images (%s source)", config.data.source)
+    prepared = prepare_data(config, progress=progress)
     for warning in prepared.warnings:
         log.warning(warning)
     prepared.raise_if_unusable()
@@ -125,15 +130,19 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.DataFrame], classes: list[str],
-            epochs: int, best: Optional[float]) -> Run:
+            epochs: int, best: Optional[float], holds_best: bool = False, verbose: Union[int, str] = 0) -> Run:
     import keras
 
     from ecoclassify.data.pipeline import make_dataset
     from ecoclassify.report.writer import write_report
 
-    if (run_dir / MODEL_FILE).exists():
+    if holds_best:
+        pass  # the model already has model.keras's weights (the best epoch was in this session)
+    elif (run_dir / MODEL_FILE).exists():  # the best epoch came before a resume
+        log.info("loading the best model from %s", run_dir / MODEL_FILE)
         model = keras.saving.load_model(run_dir / MODEL_FILE, safe_mode=True)
     else:  # the monitor never produced a value (e.g. NaN losses): keep the last weights
+        log.info("no epoch improved %s: saving the last model", config.training.monitor)
         model.save(run_dir / MODEL_FILE)
     metrics: dict[str, Any] = {
         "classes": classes,
@@ -145,9 +154,10 @@ def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.Data
     history = pd.read_csv(run_dir / HISTORY_FILE) if (run_dir / HISTORY_FILE).exists() else pd.DataFrame()
     test = frames["test"]
     if len(test):
+        log.info("evaluating the best model on the test split (%d images)", len(test))
         dataset = make_dataset(test["filepath"], tuple(config.data.image_size), config.training.batch_size,
                                max_pixels=config.data.max_image_pixels)
-        proba = model.predict(dataset, verbose=0)
+        proba = model.predict(dataset, verbose=verbose)  # a bar on a terminal, one line in a log
         y_true = test["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
         excluded = (pd.read_csv(run_dir / EXCLUDED_FILE, dtype=str, keep_default_na=False)
                     if (run_dir / EXCLUDED_FILE).exists() else None)

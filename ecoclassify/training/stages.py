@@ -55,7 +55,7 @@ def class_weights(config: Config, labels: np.ndarray, classes: list[str]) -> Opt
 class _Data:
     """The splits as image datasets, plus cached features once a head-only stage needs them."""
 
-    def __init__(self, config: Config, samples: pd.DataFrame, classes: list[str]) -> None:
+    def __init__(self, config: Config, samples: pd.DataFrame, classes: list[str], verbose: Union[int, str] = 0) -> None:
         index = {name: i for i, name in enumerate(classes)}
         self.frames = {name: samples[samples["split"] == name] for name in ("train", "val", "test")}
         self.labels = {name: frame["label"].map(index).to_numpy() for name, frame in self.frames.items()}
@@ -63,6 +63,7 @@ class _Data:
         weights = class_weights(config, self.labels["train"], classes)
         self.sample_weights = None if weights is None else weights[self.labels["train"]]
         self.config = config
+        self.verbose = verbose  # Keras's, for the progress of the feature pass
         self._features: Optional[dict[str, np.ndarray]] = None
 
     def images(self, split: str, shuffle: bool = False) -> Optional[tf.data.Dataset]:
@@ -78,8 +79,9 @@ class _Data:
 
     def features(self, extractor: keras.Model, split: str, shuffle: bool = False) -> Optional[tf.data.Dataset]:
         if self._features is None:
-            log.info("computing backbone features once for the frozen stage(s) (training.cache_features)")
-            self._features = {name: compute_features(extractor, dataset)
+            log.info("computing backbone features once for the frozen stage(s) (training.cache_features): "
+                     "%d train and %d validation images", len(self.frames["train"]), len(self.frames["val"]))
+            self._features = {name: compute_features(extractor, dataset, self.verbose)
                               for name in ("train", "val") if (dataset := self.images(name)) is not None}
         if split not in self._features:
             return None
@@ -90,11 +92,14 @@ class _Data:
 
 
 def fit_stages(config: Config, run_dir: Path, samples: pd.DataFrame, classes: list[str], state: dict,
-               extra_callbacks: list[Any], verbose: Union[int, str]) -> tuple[keras.Model, dict, int, Optional[float]]:
+               extra_callbacks: list[Any], verbose: Union[int, str]
+               ) -> tuple[keras.Model, dict, int, Optional[float], bool]:
     """Run every stage not yet completed according to ``state``.
 
     Returns:
-        ``(model, frames per split, epochs done, best monitored value)``.
+        ``(model, frames per split, epochs done, best monitored value, holds best)``; ``holds
+        best`` is true when the model was given the weights of ``model.keras`` in memory (the
+        best epoch was in this session), so the caller need not load the file back.
     """
     tf_logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _ExpectedRetracing) for f in tf_logger.filters):
@@ -144,8 +149,10 @@ def _precision(config: Config) -> Iterator[None]:
 
 
 def _fit_in_scope(config: Config, run_dir: Path, samples: pd.DataFrame, classes: list[str], state: dict,
-                  extra_callbacks: list[Any], verbose: Union[int, str]) -> tuple[keras.Model, dict, int, Optional[float]]:
-    data = _Data(config, samples, classes)
+                  extra_callbacks: list[Any], verbose: Union[int, str]
+                  ) -> tuple[keras.Model, dict, int, Optional[float], bool]:
+    data = _Data(config, samples, classes, verbose)
+    log.info("building the model: %s backbone, weights %s", config.model.backbone, config.model.weights)
     model = build_model(config, len(classes))
     monitor = config.training.monitor
     best_value, best_loss = best_in_history(run_dir / HISTORY_FILE, monitor)
@@ -179,7 +186,10 @@ def _fit_in_scope(config: Config, run_dir: Path, samples: pd.DataFrame, classes:
         write_json(run_dir / STATE_FILE, {"completed_stages": number, "next_epoch": epoch, "finished": False})
         log.info("stage %d/%d (%s) done after epoch %d; best %s so far: %s", number, len(stages), label,
                  epoch, monitor, f"{checkpoint.best:.4f}" if checkpoint.best is not None else "n/a")
-    return model, data.frames, epoch, checkpoint.best
+    if checkpoint.best_weights is not None:
+        model.set_weights(checkpoint.best_weights)
+        log.info("keeping the best model (epoch %d, %s %.4f)", checkpoint.best_epoch + 1, monitor, checkpoint.best)
+    return model, data.frames, epoch, checkpoint.best, checkpoint.best_weights is not None
 
 
 def _compile(model: keras.Model, config: Config, stage: StageConfig, steps_per_epoch: int) -> None:

@@ -21,7 +21,14 @@ from ecoclassify.report.metrics import (
     per_class_metrics,
     summary_metrics,
 )
-from ecoclassify.report.thresholds import auto_label_thresholds, threshold_for_precision, wilson_lower_bound
+from ecoclassify.report.thresholds import (
+    auto_label_thresholds,
+    clopper_pearson_lower_bound,
+    images_needed,
+    threshold_for_precision,
+    threshold_summary_lines,
+    wilson_lower_bound,
+)
 
 CLASSES = ["deer", "fox", "owl"]
 # Six images, two per class; rows 1, 3 and 5 are wrong (predicted fox, owl, deer).
@@ -153,7 +160,9 @@ def test_the_threshold_is_the_lowest_score_that_still_reaches_the_target():
     row = threshold_for_precision(SCORES, CORRECT, 0.95, n_total=6, n_positives=6)
     assert row["reachable"] and row["threshold"] == 0.90
     assert row["n_auto_labelled"] == 3 and row["share_auto_labelled"] == 0.5
-    assert row["precision"] == 1.0 and row["recall"] == 0.5 and row["note"] == ""
+    assert row["precision"] == 1.0 and row["recall"] == 0.5
+    # Three images right of three are far too few to promise 0.95: reached, but not supported.
+    assert row["supported"] is False and row["note"].startswith("not supported by the data: 3 images")
     # Precision dips to 0.75 at 0.80 and recovers to 0.80 at 0.70: the lower threshold labels more.
     row = threshold_for_precision(SCORES, CORRECT, 0.78, n_total=6, n_positives=6)
     assert row["threshold"] == 0.70 and row["n_auto_labelled"] == 5
@@ -184,6 +193,71 @@ def test_wilson_lower_bound_matches_the_textbook_formula():
     assert wilson_lower_bound(0, 0) is None
     assert wilson_lower_bound(50, 100) == pytest.approx(0.4038, abs=1e-4)
 
+
+
+def test_the_lower_bound_is_the_one_sided_95_percent_clopper_pearson_bound():
+    from scipy.stats import binomtest
+
+    for hits, n in [(11, 11), (57, 60), (1, 1), (290, 300)]:
+        exact = binomtest(hits, n, alternative="greater").proportion_ci(0.95, method="exact").low
+        assert clopper_pearson_lower_bound(hits, n) == pytest.approx(exact, abs=1e-9)
+    # With no error the bound is 0.05 ** (1 / n): 11 of 11 right only promises 0.762.
+    assert clopper_pearson_lower_bound(11, 11) == pytest.approx(0.05 ** (1 / 11))
+    assert clopper_pearson_lower_bound(0, 5) == 0.0 and clopper_pearson_lower_bound(0, 0) is None
+
+
+def test_the_images_needed_for_a_target_are_the_fewest_whose_bound_reaches_it():
+    assert images_needed(0.95) == 59 and images_needed(0.99) == 299
+    assert clopper_pearson_lower_bound(58, 58) < 0.95 <= clopper_pearson_lower_bound(59, 59)
+    assert clopper_pearson_lower_bound(298, 298) < 0.99 <= clopper_pearson_lower_bound(299, 299)
+    assert images_needed(0.95, errors=1) == 93 and images_needed(0.99, errors=1) == 473
+    assert images_needed(1.0) is None
+
+
+def test_a_target_met_on_a_few_images_is_flagged_as_not_supported_by_the_data():
+    # 11 of 11 right reach 0.99 on these images, but their lower bound is 0.762.
+    row = threshold_for_precision(np.linspace(0.999, 0.99, 11), np.ones(11, dtype=bool), 0.99, 11, 11)
+    assert row["reachable"] is True and row["precision"] == 1.0 and row["n_auto_labelled"] == 11
+    assert row["supported"] is False and row["n_images"] == 11 and row["bound_method"] == "clopper-pearson"
+    assert row["precision_lower_bound"] == pytest.approx(0.7616, abs=1e-4)
+    assert row["note"].startswith("not supported by the data: 11 images, lower bound 0.762 < target 0.99")
+    assert "at least 299 images" in row["note"]
+
+
+def test_a_target_met_on_enough_images_is_supported():
+    scores = np.linspace(0.999, 0.5, 400)
+    correct = np.arange(400) < 300  # the 300 most confident are right, the rest wrong
+    row = threshold_for_precision(scores, correct, 0.99, 400, 400)
+    assert row["n_auto_labelled"] == 300 and row["supported"] is True and row["note"] == ""
+    assert row["precision_lower_bound"] >= 0.99 and row["n_images"] == 400
+
+
+def test_the_threshold_is_the_lowest_the_data_support_rather_than_one_met_by_luck():
+    # 303 images reach 0.99 on the measured precision (300 of 303), but that bound is below
+    # 0.99; the 300 most confident, all right, support it: their threshold is the one given.
+    scores = np.linspace(0.999, 0.5, 400)
+    correct = (np.arange(400) < 300) | (np.arange(400) == 302)
+    row = threshold_for_precision(scores, correct, 0.99, 400, 400)
+    assert row["supported"] is True and row["n_auto_labelled"] == 300 and row["threshold"] == scores[299]
+    lines = threshold_summary_lines(auto_label_thresholds(np.zeros(400, dtype=int), np.column_stack(
+        [np.where(correct, scores, 1 - scores), np.where(correct, 1 - scores, scores)]), ["deer", "fox"], [0.99]))
+    assert lines[0].startswith("precision 0.99: threshold ") and "not supported" not in lines[0]
+
+
+def test_per_class_thresholds_on_a_single_image_are_flagged_and_named_in_the_combined_row():
+    # One image predicted as fox (right): fox "reaches" 0.95 on one image, which supports nothing.
+    y_true = np.array([0] * 70 + [1])
+    proba = np.array([[0.9, 0.1]] * 70 + [[0.2, 0.8]])
+    result = auto_label_thresholds(y_true, proba, ["deer", "fox"], targets=[0.95])
+    deer, fox = result["per_class"]["deer"][0], result["per_class"]["fox"][0]
+    assert deer["supported"] is True and deer["n_images"] == 70
+    assert fox["reachable"] is True and fox["supported"] is False and fox["n_images"] == 1
+    assert fox["precision_lower_bound"] == pytest.approx(0.05)
+    combined = result["per_class_combined"][0]
+    assert combined["classes_not_supported"] == ["fox"] and combined["supported"] is True
+    lines = threshold_summary_lines(result)
+    assert "per-class thresholds for precision 0.95: supported for deer; not supported by the data for fox " \
+           "(1 image, lower bound 0.050)" in lines
 
 def test_per_class_thresholds_count_recall_against_the_class_and_share_against_all_images():
     y_true = np.array([0, 0, 0, 1, 1, 1])

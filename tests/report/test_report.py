@@ -17,7 +17,7 @@ from PIL import Image
 
 from ecoclassify.config import Config
 from ecoclassify.report.writer import write_report
-from ecoclassify.report.html import format_value
+from ecoclassify.report.context import format_value
 
 CLASSES = ["badger", "deer", "fox", "hare", "owl", "wild boar"]
 N = 90
