@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from ecoclassify.errors import RunError
+from ecoclassify.errors import ConfigError, RunError
 
 CONFIG_FILE = "config.yaml"
 LABELS_FILE = "labels.json"
@@ -64,6 +64,29 @@ def new_run_dir(output_dir: Path, name: str, now: Optional[datetime] = None) -> 
         except FileExistsError:
             continue
     raise RunError(f"cannot create a new run folder in {output_dir}: too many runs named {name}-{stamp}")
+
+
+def check_output_dir(output_dir: Path, key: str = "experiment.output_dir") -> None:
+    """Check, before any slow step, that run folders can be created in ``output_dir``.
+
+    Not a config validator: it looks at the disk, which validators must not do.
+
+    Raises:
+        ConfigError: ``output_dir`` (or a folder above it) exists and is not a folder, or the
+            nearest existing folder cannot be written.
+    """
+    path = Path(output_dir)
+    for existing in [path, *path.parents]:
+        if not (existing.exists() or existing.is_symlink()):
+            continue
+        if not existing.is_dir():
+            what = "exists and is not a folder" if existing == path else f"lies inside {existing}, which is not a folder"
+            raise ConfigError(f"{key} must be a folder where run folders can be created. "
+                              f"Received: {str(path)!r}, which {what}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key} must be a folder where run folders can be created, and {existing} is not "
+                              f"writable. Received: {str(path)!r}")
+        return
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:

@@ -22,7 +22,7 @@ from ecoclassify.errors import ConfigError, RunError
 from ecoclassify.trainer import fit_stages
 from ecoclassify.run import (
     BACKUP_DIR, CONFIG_FILE, EXCLUDED_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE, SPLITS_FILE,
-    STATE_FILE, Run, new_run_dir, provenance, read_json, write_csv, write_json, write_text,
+    STATE_FILE, Run, check_output_dir, new_run_dir, provenance, read_json, write_csv, write_json, write_text,
 )
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def train(
     else:
         if config is None:
             raise ConfigError("train needs a config (or resume=RUN_DIR)")
+        check_output_dir(config.experiment.output_dir)  # before the scan, which can take minutes
         run_dir, samples, classes = _start_run(config)
         state = {"completed_stages": 0, "next_epoch": 0, "finished": False}
     if verbose is None:
