@@ -9,9 +9,11 @@ sibling and renamed, so a crash never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -104,6 +106,38 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+class DiskSpaceError(RunError):
+    """Too little free disk space to write a file without risking a half-written one."""
+
+
+def ensure_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start writing ``what`` into ``folder`` when fewer than ``needed`` bytes are free.
+
+    A write that runs out of space midway can leave a damaged file (h5py has even crashed
+    the process), so savers call this first with about twice the size of what they write.
+
+    Raises:
+        DiskSpaceError: Not enough free space; the message gives both numbers.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"not enough free disk space in {folder} to save {what}: {_megabytes(free)} free, "
+            f"about {_megabytes(needed)} needed (the new copy is written before the previous one is removed)")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full, also when h5py only says so in words."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError) and ("No space left on device" in text or "errno = 28" in text)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def write_text(path: Path, text: str) -> Path:
