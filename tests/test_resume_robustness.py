@@ -64,10 +64,13 @@ class AfterEpochs(keras.callbacks.Callback):
             self.action()
 
 
-def cli(*args: str, **kwargs) -> subprocess.Popen:
+def cli(log: Path, *args: str) -> subprocess.Popen:
+    """``ecoclassify ARGS`` in a new process of this checkout, its output going to ``log``
+    (a file, not a pipe: a full pipe would block the process while the test waits for it)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", "from ecoclassify.cli import main; main()", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    with open(log, "w") as handle:
+        return subprocess.Popen([sys.executable, "-c", "from ecoclassify.cli import main; main()", *args], env=env,
+                                stdout=handle, stderr=subprocess.STDOUT)
 
 
 def test_a_run_killed_with_sigkill_right_after_a_backup_appears_resumes_with_the_cli(tmp_path, images):
@@ -78,19 +81,20 @@ def test_a_run_killed_with_sigkill_right_after_a_backup_appears_resumes_with_the
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
-    process = cli("train", str(path))
+    process = cli(tmp_path / "first.log", "train", str(path))
     found: list[Path] = []
     while not found and process.poll() is None:
         found = list((tmp_path / "runs").glob("*/backup/stage-1/*.weights.h5"))
         found = [p for p in found if not p.name.startswith(".")]
         time.sleep(0.02)
-    assert found, f"training ended before a backup was seen: {process.communicate()[0][-2000:]}"
+    assert found, f"training ended before a backup was seen: {(tmp_path / 'first.log').read_text()[-2000:]}"
     process.send_signal(signal.SIGKILL)  # no chance to clean up: the backup must already be whole
     process.wait()
     run_dir = only_run(tmp_path)
 
-    resumed = cli("train", "--resume", str(run_dir))
-    output = resumed.communicate()[0]
+    resumed = cli(tmp_path / "resumed.log", "train", "--resume", str(run_dir))
+    resumed.wait()
+    output = (tmp_path / "resumed.log").read_text()
     assert resumed.returncode == 0, output[-3000:]
     assert "Traceback" not in output
     history = pd.read_csv(run_dir / "history.csv")
