@@ -19,6 +19,18 @@ def _resolve(value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
     return Path(os.path.normpath(value))
 
 
+#: Words YAML 1.1 read as booleans. ecoclassify reads YAML 1.2 (only true/false), so these
+#: arrive as strings; a key that takes a boolean still accepts them.
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def boolean_word(value: Any) -> Any:
+    """``True``/``False`` for a boolean word (``yes``, ``No``, ``OFF``...), anything else unchanged."""
+    if isinstance(value, str) and value.lower() in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[value.lower()]
+    return value
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, defaults are validated too."""
 

@@ -18,6 +18,13 @@ class ExperimentConfig(Section):
 
     _resolve_output = field_validator("output_dir")(_resolve)
 
+    @field_validator("seed")
+    @classmethod
+    def _numpy_seed_range(cls, value: int) -> int:
+        if value >= 2**32:  # NumPy (and so Keras) refuses larger seeds, but only when training starts
+            raise ValueError(f"must be less than 2**32 = {2**32} (the seeds NumPy accepts). Received: {value}")
+        return value
+
 
 class SplitConfig(Section):
     """``data.split``: how images are divided into train / val / test."""

@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from ecoclassify.config.base import Section
+from ecoclassify.config.base import Section, boolean_word
 from ecoclassify.config.errors import unknown_choice_message
 
 #: Metrics the trainer logs each epoch; ``training.monitor`` must name one of them.
@@ -44,6 +44,7 @@ class StageConfig(Section):
     @field_validator("trainable", mode="before")
     @classmethod
     def _trainable_choice(cls, value: Any) -> Any:
+        value = boolean_word(value)  # `trainable: no` meant "none" when YAML 1.1 read it as false
         if isinstance(value, str) and value in ("none", "all"):
             return value
         if value is None or value is False:
@@ -92,6 +93,7 @@ class TrainingConfig(Section):
     @field_validator("cache_features", "jit_compile", mode="before")
     @classmethod
     def _auto_or_bool(cls, value: Any) -> Any:
+        value = boolean_word(value)
         if value == "auto" or isinstance(value, bool):
             return value
         raise ValueError(f"must be one of: auto, true, false. Received: {value!r}")

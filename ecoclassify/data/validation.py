@@ -8,6 +8,7 @@ from typing import Callable, Optional, Union
 from ecoclassify.config import Config, load_config
 from ecoclassify.data.prepare import PreparedData, prepare_data
 from ecoclassify.data.sources import REFUSED_REASONS
+from ecoclassify.run import check_output_dir
 
 
 def validate(config: Union[Config, str, Path], progress: Optional[Callable[[int, int], None]] = None) -> PreparedData:
@@ -22,11 +23,12 @@ def validate(config: Union[Config, str, Path], progress: Optional[Callable[[int,
         leaks, warnings, and ``errors`` (empty when training could start).
 
     Raises:
-        ConfigError: The config is invalid.
+        ConfigError: The config is invalid, or ``experiment.output_dir`` cannot hold run folders.
         DataError: The data source itself cannot be read.
     """
     if not isinstance(config, Config):
         config = load_config(config)
+    check_output_dir(config.experiment.output_dir)  # training would fail there only after the scan
     return prepare_data(config, progress=progress)
 
 

@@ -9,6 +9,7 @@ best model evaluated on the test split -> ``metrics.json``.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -18,13 +19,13 @@ import pandas as pd
 
 from ecoclassify.config import Config, load_config
 from ecoclassify.data.prepare import prepare_data
-from ecoclassify.errors import ConfigError, RunError
+from ecoclassify.errors import ConfigError, DataError, RunError
 from ecoclassify.training.stages import fit_stages
 from ecoclassify.files import (
-    BACKUP_DIR, CONFIG_FILE, EXCLUDED_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE, REPORT_DIR, HTML_FILE,
-    SPLITS_FILE, STATE_FILE, read_json, write_csv, write_json, write_text,
+    BACKUP_DIR, CONFIG_FILE, EXCLUDED_FILE, HISTORY_FILE, HTML_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE,
+    REPORT_DIR, SPLITS_FILE, STATE_FILE, read_json, write_csv, write_json, write_text,
 )
-from ecoclassify.run import Run, new_run_dir, provenance
+from ecoclassify.run import DiskSpaceError, Run, check_output_dir, is_disk_full, new_run_dir, provenance
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ def train(
 
     Raises:
         ConfigError: The config is invalid or asks for a metric that will not be logged.
-        DataError: The data cannot be used (see ``ecoclassify validate``).
-        RunError: ``resume`` names no resumable run or the config changed since.
+        DataError: The data cannot be used (see ``ecoclassify validate``), or an image became
+            unreadable after the scan (the message names it and says how to resume).
+        RunError: ``resume`` names no resumable run, the config changed since, its backups are
+            all damaged, or the disk is (nearly) full; the message says how to continue.
         TrainingInterrupted: Ctrl-C; the message says how to resume.
     """
     if isinstance(config, (str, Path)):
@@ -70,6 +73,7 @@ def train(
     else:
         if config is None:
             raise ConfigError("train needs a config (or resume=RUN_DIR)")
+        check_output_dir(config.experiment.output_dir)  # before the scan, which can take minutes
         run_dir, samples, classes = _start_run(config, progress)
         state = {"completed_stages": 0, "next_epoch": 0, "finished": False}
     if verbose is None:
@@ -83,6 +87,37 @@ def train(
             f"training interrupted; the run folder {run_dir} keeps the last finished epoch. "
             f"Continue with: ecoclassify train --resume {run_dir}"
         ) from None
+    except DiskSpaceError as exc:
+        raise RunError(f"training stopped: {exc}. The run folder {run_dir} keeps the last finished epoch; "
+                       f"free some space, then continue with: ecoclassify train --resume {run_dir}") from None
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise RunError(f"training stopped: the disk is full ({exc}). The run folder {run_dir} keeps the last "
+                       f"finished epoch; free some space, then continue with: ecoclassify train --resume {run_dir}"
+                       ) from None
+    except Exception as exc:  # tf.errors.OpError from inside tf.data; anything else is re-raised
+        failed = _unreadable_image(exc)
+        if failed is None:
+            raise
+        raise DataError(
+            f"training stopped: the image {failed} could not be read, though it was readable when the data was "
+            f"scanned (moved, deleted or changed since?). Put it back and continue with: ecoclassify train "
+            f"--resume {run_dir}; or start a new run, whose scan will list it (ecoclassify validate CONFIG "
+            "shows every unreadable file)") from None
+
+
+#: How the robust image loader's error reads once tf.data has wrapped it into an OpError message.
+_IMAGE_ERROR = re.compile(r"ImageReadError: Cannot read image (.+?) \((not_found|permission_denied|empty|unreadable|"
+                          r"truncated|too_large|decode_error)\): ([^\n]*)")
+
+
+def _unreadable_image(exc: Exception) -> Optional[str]:
+    """``path (reason: detail)`` of the image named by an error raised inside a ``tf.data`` map, if any."""
+    import tensorflow as tf
+
+    match = _IMAGE_ERROR.search(str(exc)) if isinstance(exc, tf.errors.OpError) else None
+    return None if match is None else f"{match.group(1)} ({match.group(2)}: {match.group(3).strip()})"
 
 
 def _start_run(config: Config, progress: Optional[Callable[[int, int], None]] = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -19,9 +20,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from ecoclassify.training.callbacks import BestModelCheckpoint, best_in_history, monitor_mode
+from ecoclassify.training.callbacks import (
+    BestModelCheckpoint, EpochBackup, best_in_history, monitor_mode, save_weights_atomically,
+)
 from ecoclassify.config import Config, StageConfig
 from ecoclassify.data.pipeline import make_dataset
+from ecoclassify.errors import RunError
 from ecoclassify.training.feature_cache import compute_features, feature_dataset, split_model, stage_uses_cache
 from ecoclassify.models.build import build_model
 from ecoclassify.models.freezing import apply_trainable
@@ -162,7 +166,7 @@ def _fit_in_scope(config: Config, run_dir: Path, samples: pd.DataFrame, classes:
     stages = config.training.stages or []
     epoch = int(state["next_epoch"])
     if state["completed_stages"]:
-        model.load_weights(run_dir / BACKUP_DIR / f"stage-{state['completed_stages']}-end.weights.h5")
+        _load_stage_end(model, run_dir / BACKUP_DIR / f"stage-{state['completed_stages']}-end.weights.h5")
     for number, stage in enumerate(stages, start=1):
         if number <= state["completed_stages"]:
             continue
@@ -178,12 +182,16 @@ def _fit_in_scope(config: Config, run_dir: Path, samples: pd.DataFrame, classes:
         label = stage.name or f"stage {number}"
         log.info("stage %d/%d (%s): %d epoch(s) at learning rate %g%s; %s", number, len(stages), label,
                  stage.epochs, stage.learning_rate, " on cached features" if cached else "", summary.describe())
-        callbacks = _stage_callbacks(config, stage, run_dir / BACKUP_DIR / f"stage-{number}", [csv_logger, checkpoint])
-        history = fit_model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + stage.epochs,
-                                callbacks=callbacks + list(extra_callbacks), verbose=verbose, shuffle=False)
+        backup = EpochBackup(run_dir / BACKUP_DIR / f"stage-{number}")
+        resume_at = backup.restore(fit_model, epoch, run_dir / HISTORY_FILE)
+        callbacks = _stage_callbacks(config, stage, [csv_logger, checkpoint, backup])
+        history = fit_model.fit(train_ds, validation_data=val_ds, initial_epoch=resume_at,
+                                epochs=epoch + stage.epochs, callbacks=callbacks + list(extra_callbacks),
+                                verbose=verbose, shuffle=False)
         epoch = (history.epoch[-1] + 1) if history.epoch else epoch + stage.epochs
-        model.save_weights(run_dir / BACKUP_DIR / f"stage-{number}-end.weights.h5")
+        save_weights_atomically(model, run_dir / BACKUP_DIR / f"stage-{number}-end.weights.h5")
         write_json(run_dir / STATE_FILE, {"completed_stages": number, "next_epoch": epoch, "finished": False})
+        shutil.rmtree(backup.backup_dir, ignore_errors=True)  # the stage is done; its epoch backups are not needed
         log.info("stage %d/%d (%s) done after epoch %d; best %s so far: %s", number, len(stages), label,
                  epoch, monitor, f"{checkpoint.best:.4f}" if checkpoint.best is not None else "n/a")
     if checkpoint.best_weights is not None:
@@ -202,9 +210,19 @@ def _compile(model: keras.Model, config: Config, stage: StageConfig, steps_per_e
     )
 
 
-def _stage_callbacks(config: Config, stage: StageConfig, backup_dir: Path, shared: list[Any]) -> list[Any]:
+def _load_stage_end(model: keras.Model, path: Path) -> None:
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # h5py and Keras raise OSError, ValueError, KeyError... for a damaged file
+        raise RunError(
+            f"the weights saved at the end of a finished stage, {path}, cannot be read "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}), so this run cannot be "
+            "resumed. Start a new run with the same config") from None
+
+
+def _stage_callbacks(config: Config, stage: StageConfig, shared: list[Any]) -> list[Any]:
     monitor = config.training.monitor
-    callbacks = list(shared) + [keras.callbacks.BackupAndRestore(str(backup_dir))]
+    callbacks = list(shared)
     stopping = config.training.early_stopping
     if stopping.enabled:
         callbacks.insert(0, keras.callbacks.EarlyStopping(
