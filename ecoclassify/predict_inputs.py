@@ -110,6 +110,10 @@ def resolve_inputs(inputs: str | os.PathLike | list[str | os.PathLike] | tuple) 
 
 
 def _check_list_file(path: Path, raw: object) -> None:
+    if not path.is_file():
+        # A FIFO (or ``<(find ...)``) would block the sniff below, and its lines could not be read twice.
+        raise DataError(f"INPUT list file must be a regular file; save the list to a file first. Received: '{raw}' "
+                        "(not a regular file)")
     try:
         with open(path, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)

@@ -1,0 +1,73 @@
+"""``ecoclassify predict`` against a hostile file system: odd names, pipes, races, clobbered paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests._predict_support import coloured, run_cli, tiny_model_dir
+from ecoclassify.errors import RunError
+from ecoclassify.models.io import load_classifier
+from ecoclassify.predict_checkpoint import checkpoint_path
+from ecoclassify.predict_io import read_predictions
+from ecoclassify.prediction import PredictionInterrupted, format_summary, predict
+
+NOT_UTF8 = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name: Python gives it as a surrogate-escaped str
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def classifier(model_dir):
+    return load_classifier(model_dir)
+
+
+class StopAfter:
+    """A progress callback that presses Ctrl-C once ``count`` files are done."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.done = count, 0
+
+    def __call__(self, advance: int, total: int) -> None:
+        self.done += advance
+        if self.done >= self.count:
+            raise KeyboardInterrupt
+
+
+# --- pipes and devices named like photos --------------------------------------------------------
+
+
+def test_a_fifo_named_like_a_photo_fails_at_once_instead_of_hanging(tmp_path, model_dir):
+    card = tmp_path / "card"
+    coloured(card / "a.jpg", "fox")
+    os.mkfifo(card / "x.jpg")
+    os.mkfifo(tmp_path / "y.jpg")
+    (card / "list.txt").write_text("a.jpg\nx.jpg\n")
+    output = tmp_path / "predictions.csv"
+    # One listed by name, one given as INPUT: both used to block forever in open().
+    done = run_cli("predict", str(model_dir), str(card / "list.txt"), str(tmp_path / "y.jpg"), "-o", str(output),
+                   timeout=120)
+    assert done.returncode == 0, done.stderr
+    frame = read_predictions(output)[0].set_index("filepath")
+    for name in ("x.jpg", "y.jpg"):
+        assert frame.loc[name, "status"] == "failed" and frame.loc[name, "error"] == "not_a_regular_file"
+        assert "named pipe" in frame.loc[name, "detail"]
+    assert frame.loc["a.jpg", "status"] == "ok"
+    # In a folder walk a pipe is passed over (not a file), as before.
+    done = run_cli("predict", str(model_dir), str(card), "-o", str(tmp_path / "walk.csv"), timeout=120)
+    assert done.returncode == 0 and "not_a_file 1" in done.stdout, done.stderr
+
+
+def test_a_fifo_given_as_a_list_file_is_refused_instead_of_hanging(tmp_path, model_dir):
+    os.mkfifo(tmp_path / "paths.txt")
+    done = run_cli("predict", str(model_dir), str(tmp_path / "paths.txt"), "-o", str(tmp_path / "p.csv"), timeout=60)
+    assert done.returncode == 1 and "must be a regular file" in done.stderr, done.stderr
