@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ecoclassify.errors import RunError
+from ecoclassify.predict_io import json_dumps
 from ecoclassify.run import write_text
 
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -89,7 +90,7 @@ class Checkpoint:
         try:
             self.remove()
             self.path.mkdir(parents=True)
-            write_text(self.path / _META, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+            write_text(self.path / _META, json_dumps(meta, indent=2) + "\n")
         except OSError as exc:
             raise RunError(f"cannot write the checkpoint {self.path} beside the output: "
                            f"{exc.strerror or exc}") from None
@@ -132,7 +133,7 @@ class Checkpoint:
         """Writes ``rows`` as the next part, atomically."""
         if not rows:
             return
-        text = "".join(json.dumps(_row_to_json(row), ensure_ascii=False) + "\n" for row in rows)
+        text = "".join(json_dumps(_row_to_json(row)) + "\n" for row in rows)
         part = self.path / _PART.format(self._next_part)
         try:
             write_text(part, text)

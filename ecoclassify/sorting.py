@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ecoclassify.errors import ConfigError, DataError, RunError
-from ecoclassify.predict_io import read_predictions
+from ecoclassify.predict_io import CSV_ENCODING_ERRORS, read_predictions
 from ecoclassify.run import atomic_write
 from ecoclassify.sequences import UNKNOWN
 
@@ -173,7 +173,8 @@ def _new_manifest_path(dest: Path) -> Path:
 
 def _write_manifest(path: Path, plan: pd.DataFrame) -> None:
     try:
-        atomic_write(path, lambda tmp: plan.to_csv(tmp, index=False))
+        # A file name that is not UTF-8 is kept as its bytes, as in the predictions csv.
+        atomic_write(path, lambda tmp: plan.to_csv(tmp, index=False, errors=CSV_ENCODING_ERRORS))
     except OSError as exc:
         raise RunError(f"cannot write the sort manifest {path}: {exc.strerror or exc}") from None
 
@@ -244,7 +245,7 @@ def undo_sort(manifest: str | os.PathLike) -> pd.DataFrame:
     """
     manifest = Path(manifest)
     try:
-        plan = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        plan = pd.read_csv(manifest, dtype=str, keep_default_na=False, encoding_errors=CSV_ENCODING_ERRORS)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read the sort manifest {manifest}: {exc}") from None
     missing = set(MANIFEST_COLUMNS) - set(plan.columns)
@@ -257,7 +258,7 @@ def undo_sort(manifest: str | os.PathLike) -> pd.DataFrame:
     folders = {(Path(row.destination).parent, Path(row.dest)) for row in plan.itertuples(index=False)}
     for folder, dest in sorted(folders, key=lambda pair: len(pair[0].parts), reverse=True):
         _remove_empty_folders(folder, stop=dest)
-    atomic_write(manifest, lambda tmp: plan.to_csv(tmp, index=False))
+    atomic_write(manifest, lambda tmp: plan.to_csv(tmp, index=False, errors=CSV_ENCODING_ERRORS))
     return plan
 
 

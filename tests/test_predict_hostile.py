@@ -43,6 +43,49 @@ class StopAfter:
             raise KeyboardInterrupt
 
 
+# --- file names that are not UTF-8 ------------------------------------------------------------
+
+
+needs_bytes_names = pytest.mark.skipif(sys.platform in ("win32", "darwin"),
+                                       reason="only Linux-like file systems store names as arbitrary bytes")
+
+
+@needs_bytes_names
+def test_a_photo_whose_name_is_not_utf8_is_classified_resumed_and_found_again(tmp_path, model_dir, classifier):
+    card = tmp_path / "card"
+    for i in range(3):
+        coloured(card / f"IMG_{i}.jpg", "fox", seed=i)
+    coloured(card / NOT_UTF8, "deer")
+    coloured(card / os.fsdecode(b"\xff\xfe.jpg"), "owl")
+    output = tmp_path / "predictions.csv"
+    with pytest.raises(PredictionInterrupted):
+        predict(classifier, card, output=output, batch_size=1, checkpoint_every=1, progress=StopAfter(4))
+
+    resumed = run_cli("predict", str(model_dir), str(card), "-o", str(output), "--batch-size", "1", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "5 images: 5 ok" in resumed.stdout and "4 from the checkpoint" in resumed.stdout
+    frame = read_predictions(output)[0]
+    assert sorted(frame["filepath"]) == sorted(["IMG_0.jpg", "IMG_1.jpg", "IMG_2.jpg", NOT_UTF8,
+                                                os.fsdecode(b"\xff\xfe.jpg")])
+    assert (frame["status"] == "ok").all()
+    for row in frame.itertuples():
+        assert Path(row.root, row.filepath).is_file()  # sort finds the very file again
+    assert b"caf\xe9.jpg" in output.read_bytes()  # the csv holds the name's bytes as the disk does
+    filed = run_cli("sort", str(output), str(tmp_path / "sorted"))
+    assert filed.returncode == 0, filed.stderr
+    assert {path.name for path in (tmp_path / "sorted").rglob("*.jpg")} == set(frame["filepath"])
+
+    json_output = tmp_path / "predictions.json"
+    done = run_cli("predict", str(model_dir), str(card), "-o", str(json_output))
+    assert done.returncode == 0, done.stderr
+    json_output.read_bytes().decode("utf-8")  # json stays valid UTF-8: the bytes are \udcXX escapes
+    assert NOT_UTF8 in read_predictions(json_output)[0]["filepath"].tolist()
+    md = tmp_path / "md.json"
+    done = run_cli("predict", str(model_dir), str(card), "-o", str(md), "--format", "md-json")
+    assert done.returncode == 0, done.stderr
+    assert NOT_UTF8 in {image["file"] for image in json.loads(md.read_bytes().decode("utf-8"))["images"]}
+
+
 # --- pipes and devices named like photos --------------------------------------------------------
 
 
