@@ -32,6 +32,7 @@ from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.predict_checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
 from ecoclassify.predict_inputs import InputSpec, iter_work, resolve_inputs
 from ecoclassify.predict_io import FORMATS, normalise_columns, now_iso, write_output
+from ecoclassify.predict_lock import output_lock
 from ecoclassify.predict_runner import Runner
 from ecoclassify.sequences import UNKNOWN, assign_sequences
 
@@ -152,8 +153,8 @@ def predict(
         ConfigError: An option is invalid.
         DataError: An input does not exist or cannot be read as a list.
         ModelError: The model cannot be loaded.
-        RunError: The output exists (without ``resume``/``overwrite``) or the checkpoint
-            belongs to another model or input set.
+        RunError: The output exists (without ``resume``/``overwrite``) or another run is writing
+            it, or the checkpoint belongs to another model or input set.
         PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
     """
     _check_options(batch_size, top_k, threshold, fmt, checkpoint_every, sequence_gap, max_pixels, threads)
@@ -164,60 +165,65 @@ def predict(
                           f"Received: engine={engine!r}")
     specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     output_path = Path(output) if output is not None else None
-    _check_existing(output_path, resume, overwrite)
-    # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
-    total = sum(1 for _ in iter_work(specs, recursive))
-    classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
-    options = {"batch_size": batch_size, "top_k": min(top_k, len(classifier.classes)), "threshold": threshold,
-               "recursive": recursive, "sequence_gap": sequence_gap, "allow_truncated": allow_truncated,
-               "max_pixels": max_pixels}
+    if output_path is not None and output_path.is_dir():
+        raise RunError(f"output must be a file, not a folder. Received: output='{output_path}'")
+    # Before the output or its checkpoint is looked at: a second run on the same output waits for nothing.
+    with output_lock(output_path):
+        _check_existing(output_path, resume, overwrite)
+        # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
+        total = sum(1 for _ in iter_work(specs, recursive))
+        classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
+        options = {"batch_size": batch_size, "top_k": min(top_k, len(classifier.classes)), "threshold": threshold,
+                   "recursive": recursive, "sequence_gap": sequence_gap, "allow_truncated": allow_truncated,
+                   "max_pixels": max_pixels}
 
-    checkpoint = None
-    done: dict[tuple[str, str], RawRow] = {}
-    if output_path is not None:
-        checkpoint = Checkpoint(checkpoint_path(output_path), _fingerprint(classifier, specs, options))
-        if resume and checkpoint.exists():
-            done = checkpoint.load()
-            log.info("resuming from %s: %d files already done", checkpoint.path, len(done))
-        else:
-            if resume:
-                log.info("no checkpoint at %s: starting from the beginning", checkpoint.path)
-            checkpoint.start()
-
-    skipped: collections.Counter[str] = collections.Counter()
-    runner_class: Any = Runner
-    engine_options: dict[str, Any] = {}
-    if engine == "dask":
-        from ecoclassify.predict_dask import DaskRunner
-
-        runner_class, engine_options = DaskRunner, {"scheduler": scheduler, "n_workers": dask_workers}
-    runner = runner_class(classifier, **engine_options, batch_size=batch_size, workers=threads or os.cpu_count() or 1,
-                    allow_truncated=allow_truncated, max_pixels=max_pixels, checkpoint=checkpoint,
-                    checkpoint_every=checkpoint_every, done=done, progress=progress)
-    runner.total = total
-    try:
-        try:
-            runner.run(iter_work(specs, recursive, on_skip=lambda path, reason: skipped.update([reason])))
-        finally:
-            runner.flush()  # Ctrl-C or a crash: keep what was done for --resume
-        frame = build_frame(runner.rows, classifier.classes, options["top_k"], threshold)
-        if sequence_gap is not None:
-            frame = normalise_columns(assign_sequences(frame, classifier.classes, sequence_gap, threshold))
-        summary = _summarise(frame, skipped, runner, output_path)
-        metadata = _metadata(classifier, specs, options, frame, summary, checkpoint)
-        frame.attrs["summary"] = summary
-        frame.attrs["metadata"] = metadata
+        checkpoint = None
+        done: dict[tuple[str, str], RawRow] = {}
         if output_path is not None:
+            checkpoint = Checkpoint(checkpoint_path(output_path), _fingerprint(classifier, specs, options))
+            if resume and checkpoint.exists():
+                done = checkpoint.load()
+                log.info("resuming from %s: %d files already done", checkpoint.path, len(done))
+            else:
+                if resume:
+                    log.info("no checkpoint at %s: starting from the beginning", checkpoint.path)
+                checkpoint.start()
+
+        skipped: collections.Counter[str] = collections.Counter()
+        runner_class: Any = Runner
+        engine_options: dict[str, Any] = {}
+        if engine == "dask":
+            from ecoclassify.predict_dask import DaskRunner
+
+            runner_class, engine_options = DaskRunner, {"scheduler": scheduler, "n_workers": dask_workers}
+        runner = runner_class(classifier, **engine_options, batch_size=batch_size,
+                              workers=threads or os.cpu_count() or 1, allow_truncated=allow_truncated,
+                              max_pixels=max_pixels, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                              done=done, progress=progress)
+        runner.total = total
+        try:
             try:
-                write_output(frame, output_path, fmt, metadata)
-            except OSError as exc:
-                raise RunError(f"cannot write {output_path}: {exc.strerror or exc}. Every result is kept in the "
-                               f"checkpoint {checkpoint.path}: fix that and run again with --resume.") from None
-            checkpoint.remove()
-    except KeyboardInterrupt:
-        raise PredictionInterrupted(_interrupted_message(runner, checkpoint)) from None
-    log.debug("prediction summary: %s", summary.as_dict())
-    return frame
+                runner.run(iter_work(specs, recursive, on_skip=lambda path, reason: skipped.update([reason])))
+            finally:
+                runner.flush()  # Ctrl-C or a crash: keep what was done for --resume
+            frame = build_frame(runner.rows, classifier.classes, options["top_k"], threshold)
+            if sequence_gap is not None:
+                frame = normalise_columns(assign_sequences(frame, classifier.classes, sequence_gap, threshold))
+            summary = _summarise(frame, skipped, runner, output_path)
+            metadata = _metadata(classifier, specs, options, frame, summary, checkpoint)
+            frame.attrs["summary"] = summary
+            frame.attrs["metadata"] = metadata
+            if output_path is not None:
+                try:
+                    write_output(frame, output_path, fmt, metadata)
+                except OSError as exc:
+                    raise RunError(f"cannot write {output_path}: {exc.strerror or exc}. Every result is kept in the "
+                                   f"checkpoint {checkpoint.path}: fix that and run again with --resume.") from None
+                checkpoint.remove()
+        except KeyboardInterrupt:
+            raise PredictionInterrupted(_interrupted_message(runner, checkpoint)) from None
+        log.debug("prediction summary: %s", summary.as_dict())
+        return frame
 
 
 def _check_options(batch_size: Any, top_k: Any, threshold: Any, fmt: Any, checkpoint_every: Any,

@@ -114,3 +114,32 @@ def test_a_fifo_given_as_a_list_file_is_refused_instead_of_hanging(tmp_path, mod
     os.mkfifo(tmp_path / "paths.txt")
     done = run_cli("predict", str(model_dir), str(tmp_path / "paths.txt"), "-o", str(tmp_path / "p.csv"), timeout=60)
     assert done.returncode == 1 and "must be a regular file" in done.stderr, done.stderr
+
+
+# --- two runs on one output ---------------------------------------------------------------------
+
+
+def test_a_second_predict_on_the_same_output_is_refused_while_the_first_runs(tmp_path, model_dir, classifier):
+    from ecoclassify.predict_lock import lock_path, output_lock
+
+    coloured(tmp_path / "card" / "a.jpg", "fox")
+    output = tmp_path / "predictions.csv"
+    with output_lock(output):  # as a running predict holds it
+        second = run_cli("predict", str(model_dir), str(tmp_path / "card"), "-o", str(output))
+        with pytest.raises(RunError, match="another ecoclassify predict is writing"):
+            predict(classifier, tmp_path / "card", output=output, overwrite=True)
+    assert second.returncode == 1, second.stderr
+    assert f"another ecoclassify predict is writing {output} (pid {os.getpid()})" in " ".join(second.stderr.split())
+    assert not output.exists() and not checkpoint_path(output).exists()
+    # Once the first is done, the lock file is gone and the next run goes ahead.
+    assert not lock_path(output).exists()
+    predict(classifier, tmp_path / "card", output=output)
+    assert output.exists() and not lock_path(output).exists()
+
+
+def test_a_user_file_named_like_the_lock_is_left_alone(tmp_path, classifier):
+    coloured(tmp_path / "card" / "a.jpg", "fox")
+    (tmp_path / "predictions.csv.lock").write_text("my notes\n")
+    with pytest.raises(RunError, match="was not written by ecoclassify"):
+        predict(classifier, tmp_path / "card", output=tmp_path / "predictions.csv")
+    assert (tmp_path / "predictions.csv.lock").read_text() == "my notes\n"
