@@ -7,13 +7,16 @@ million-image run linear; JSON keeps every probability exactly (Python writes th
 repr that reads back to the same float) and file names exactly as they are. Rows of a later
 part replace those of an earlier one (a failed file retried after ``--resume``). A part being
 written when the process is killed is a hidden temporary file, ignored and removed on resume.
+``meta.json`` carries a marker key: a folder without it is not ours, and
+is never deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import logging
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,10 +26,14 @@ from ecoclassify.errors import RunError
 from ecoclassify.predict_io import json_dumps
 from ecoclassify.run import write_text
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_SUFFIX = ".checkpoint"
 _META = "meta.json"
 _PART = "part-{:06d}.jsonl"
 _CHECKPOINT_VERSION = 1
+# Key of meta.json that marks a folder as written by this module: nothing else is ever deleted.
+_MARKER = "ecoclassify_predict_checkpoint"
 
 
 class RawRow(NamedTuple):
@@ -86,7 +93,7 @@ class Checkpoint:
         Raises:
             RunError: The folder cannot be written (so the output could not be either).
         """
-        meta = {"version": _CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
+        meta = {_MARKER: True, "version": _CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
         try:
             self.remove()
             self.path.mkdir(parents=True)
@@ -143,11 +150,44 @@ class Checkpoint:
         self._next_part += 1
 
     def remove(self) -> None:
-        """Deletes the checkpoint folder (after the output was written)."""
-        if self.path.is_dir() and not self.path.is_symlink():
-            shutil.rmtree(self.path)
-        elif self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
+        """Deletes the checkpoint's files and then its folder (after the output was written).
+
+        Raises:
+            RunError: Something of that name exists that this tool did not write.
+        """
+        if not os.path.lexists(self.path):
+            return
+        check_removable(self.path)
+        for item in [*self.path.glob("part-*.jsonl"), *self.path.glob(".*.tmp"), self.path / _META]:
+            item.unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:  # someone put their own files in it: theirs to keep
+            log.warning("kept %s: it holds files ecoclassify did not write", self.path)
+
+
+def check_removable(path: Path) -> None:
+    """Refuses to let ``--overwrite`` delete a ``.checkpoint`` that ecoclassify did not write.
+
+    Ours is a folder whose ``meta.json`` carries the marker key (or, written before the marker
+    existed, a ``version`` and a ``fingerprint``); an empty folder is harmless to remove too.
+
+    Raises:
+        RunError: ``path`` is a file, a link, or a folder without that ``meta.json``.
+    """
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() and not path.is_symlink():
+        if not any(path.iterdir()):
+            return
+        try:
+            meta = json.loads((path / _META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict) and (meta.get(_MARKER) is True or {"version", "fingerprint"} <= meta.keys()):
+            return
+    raise RunError(f"{path} is in the way of the output's checkpoint but was not written by ecoclassify predict "
+                   f"(no {_META} of a checkpoint in it), so it is not deleted: move it away or give another output")
 
 
 def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

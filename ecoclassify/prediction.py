@@ -29,8 +29,8 @@ import pandas as pd
 from ecoclassify.data.images import DEFAULT_MAX_PIXELS
 from ecoclassify.errors import ConfigError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
-from ecoclassify.predict_checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
-from ecoclassify.predict_inputs import InputSpec, iter_work, resolve_inputs
+from ecoclassify.predict_checkpoint import Checkpoint, RawRow, check_removable, checkpoint_path, file_sha256
+from ecoclassify.predict_inputs import InputSpec, count_refusing_output, iter_work, resolve_inputs
 from ecoclassify.predict_io import FORMATS, normalise_columns, now_iso, write_output
 from ecoclassify.predict_lock import output_lock
 from ecoclassify.predict_runner import Runner
@@ -153,8 +153,9 @@ def predict(
         ConfigError: An option is invalid.
         DataError: An input does not exist or cannot be read as a list.
         ModelError: The model cannot be loaded.
-        RunError: The output exists (without ``resume``/``overwrite``) or another run is writing
-            it, or the checkpoint belongs to another model or input set.
+        RunError: The output exists (without ``resume``/``overwrite``), is one of the files read,
+            or another run is writing it; the checkpoint belongs to another model or input set,
+            or a ``.checkpoint`` that ``overwrite`` would delete was not written by predict.
         PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
     """
     _check_options(batch_size, top_k, threshold, fmt, checkpoint_every, sequence_gap, max_pixels, threads)
@@ -171,7 +172,7 @@ def predict(
     with output_lock(output_path):
         _check_existing(output_path, resume, overwrite)
         # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
-        total = sum(1 for _ in iter_work(specs, recursive))
+        total = count_refusing_output(output_path, specs, iter_work(specs, recursive))
         classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
         options = {"batch_size": batch_size, "top_k": min(top_k, len(classifier.classes)), "threshold": threshold,
                    "recursive": recursive, "sequence_gap": sequence_gap, "allow_truncated": allow_truncated,
@@ -262,6 +263,7 @@ def _check_existing(output: Path | None, resume: bool, overwrite: bool) -> None:
         raise RunError(f"output must be a file, not a folder. Received: output='{output}'")
     checkpoint = checkpoint_path(output)
     if overwrite:
+        check_removable(checkpoint)  # only what this tool wrote is ever deleted
         return
     if resume:
         if output.exists() and not checkpoint.exists():

@@ -143,3 +143,42 @@ def test_a_user_file_named_like_the_lock_is_left_alone(tmp_path, classifier):
     with pytest.raises(RunError, match="was not written by ecoclassify"):
         predict(classifier, tmp_path / "card", output=tmp_path / "predictions.csv")
     assert (tmp_path / "predictions.csv.lock").read_text() == "my notes\n"
+
+
+# --- outputs that would clobber something -------------------------------------------------------
+
+
+def test_overwrite_never_deletes_a_user_folder_named_like_the_checkpoint(tmp_path, classifier):
+    coloured(tmp_path / "card" / "a.jpg", "fox")
+    output = tmp_path / "predictions.csv"
+    output.write_text("an old result\n")
+    mine = checkpoint_path(output)
+    (mine / "field notes").mkdir(parents=True)
+    (mine / "field notes" / "site3.txt").write_text("precious")
+    with pytest.raises(RunError, match="not written by ecoclassify predict.*move it away"):
+        predict(classifier, tmp_path / "card", output=output, overwrite=True)
+    assert (mine / "field notes" / "site3.txt").read_text() == "precious"
+    assert output.read_text() == "an old result\n"
+    # A checkpoint this tool wrote is still discarded by --overwrite.
+    shutil.rmtree(mine)
+    with pytest.raises(PredictionInterrupted):
+        predict(classifier, tmp_path / "card", output=tmp_path / "other.csv", progress=StopAfter(1))
+    predict(classifier, tmp_path / "card", output=tmp_path / "other.csv", overwrite=True)
+    assert not checkpoint_path(tmp_path / "other.csv").exists()
+
+
+def test_an_output_that_is_one_of_the_input_photos_is_refused(tmp_path, model_dir, classifier):
+    card = tmp_path / "card"
+    photo = coloured(card / "IMG_0001.JPG", "fox")
+    coloured(card / "IMG_0002.JPG", "owl")
+    before = photo.read_bytes()
+    done = run_cli("predict", str(model_dir), str(card), "-o", str(photo), "--overwrite")
+    assert done.returncode == 1 and "output must not be a file this run reads" in done.stderr, done.stderr
+    with pytest.raises(RunError, match="INPUT image file"):
+        predict(classifier, [photo, card / "IMG_0002.JPG"], output=card / "IMG_0002.JPG", overwrite=True)
+    (tmp_path / "list.txt").write_text("card/IMG_0001.JPG\n")
+    with pytest.raises(RunError, match="INPUT list file"):
+        predict(classifier, tmp_path / "list.txt", output=tmp_path / "list.txt", overwrite=True)
+    with pytest.raises(RunError, match="the image .*IMG_0001.JPG"):
+        predict(classifier, tmp_path / "list.txt", output=photo, overwrite=True)
+    assert photo.read_bytes() == before and (tmp_path / "list.txt").read_text() == "card/IMG_0001.JPG\n"
