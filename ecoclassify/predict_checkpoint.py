@@ -7,7 +7,8 @@ million-image run linear; JSON keeps every probability exactly (Python writes th
 repr that reads back to the same float) and file names exactly as they are. Rows of a later
 part replace those of an earlier one (a failed file retried after ``--resume``). A part being
 written when the process is killed is a hidden temporary file, ignored and removed on resume.
-``meta.json`` carries a marker key: a folder without it is not ours, and
+Each row records the file's size and modification time, so a file replaced under the same
+name is read again. ``meta.json`` carries a marker key: a folder without it is not ours, and
 is never deleted.
 """
 
@@ -41,7 +42,10 @@ class RawRow(NamedTuple):
 
     ``probs`` is the model's float32 output (None for a failed file); labels, top-k and
     sequences are computed from it at the end, so ``--threshold`` or ``--top-k`` may change
-    between an interrupted run and its resumption.
+    between an interrupted run and its resumption. ``identity`` is the file's ``(size,
+    mtime_ns)`` when it was read: ``--resume`` reads a file again when it no longer matches
+    (a card swapped for new photos with the same names). None in checkpoints from before it
+    was recorded, and such rows are read again too.
     """
 
     root: str
@@ -53,6 +57,16 @@ class RawRow(NamedTuple):
     width: int | None
     height: int | None
     probs: np.ndarray | None
+    identity: tuple[int, int] | None = None
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, or None when it cannot be stat'ed (gone)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -207,13 +221,15 @@ def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> l
 def _row_to_json(row: RawRow) -> dict[str, Any]:
     data = row._asdict()
     data["probs"] = None if row.probs is None else [float(p) for p in row.probs]
+    data["identity"] = None if row.identity is None else [int(v) for v in row.identity]
     return data
 
 
 def _row_from_json(data: dict[str, Any]) -> RawRow:
-    probs = data["probs"]
+    probs, identity = data["probs"], data.get("identity")  # no identity: written before it was recorded
     return RawRow(
         str(data["root"]), str(data["filepath"]), str(data["status"]), data["error"], data["detail"],
         data["datetime"], data["width"], data["height"],
         None if probs is None else np.asarray(probs, dtype=np.float32),
+        None if identity is None else (int(identity[0]), int(identity[1])),
     )

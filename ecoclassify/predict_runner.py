@@ -18,7 +18,7 @@ import numpy as np
 
 from ecoclassify.data.images import ImageReadError, load_rgb
 from ecoclassify.models.io import LoadedClassifier
-from ecoclassify.predict_checkpoint import Checkpoint, RawRow
+from ecoclassify.predict_checkpoint import Checkpoint, RawRow, file_identity
 from ecoclassify.predict_inputs import WorkItem
 
 ProgressCallback = Callable[[int, int], None]
@@ -34,6 +34,8 @@ class Runner:
     Attributes:
         rows: Every row so far (re-used and new), in processing order.
         processed: Files decoded by this runner; ``reused`` came from the checkpoint.
+        changed: Files the checkpoint held that were read again because their size or
+            modification time changed since (or were not recorded).
         total: Files expected (for progress); set by the caller after its listing pass.
         seconds: Wall time of :meth:`run`.
     """
@@ -55,6 +57,7 @@ class Runner:
         self.unsaved: list[RawRow] = []
         self.processed = 0
         self.reused = 0
+        self.changed = 0
         self.seconds = 0.0
 
     def run(self, items: Iterator[WorkItem]) -> None:
@@ -111,7 +114,13 @@ class Runner:
     def reusable(self, chunk: list[WorkItem]) -> list[RawRow] | None:
         """The checkpoint's rows for ``chunk`` when every file in it was classified, else None."""
         previous = [self.done.get((item.root, item.filepath)) for item in chunk]
-        return previous if all(row is not None and row.status == "ok" for row in previous) else None
+        if not all(row is not None and row.status == "ok" for row in previous):
+            return None
+        # The same name is not the same photo: a card swapped for new photos must not keep old labels.
+        changed = sum(1 for item, row in zip(chunk, previous) if row.identity is None
+                      or row.identity != file_identity(item.path))
+        self.changed += changed
+        return None if changed else previous
 
     def flush(self) -> None:
         """Saves the rows not yet in the checkpoint."""
@@ -152,9 +161,13 @@ def chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
 
 def decode(item: WorkItem, size: tuple[int, int], max_pixels: int | None,
             allow_truncated: bool) -> tuple[RawRow, np.ndarray | None]:
+    # Before reading: a file replaced while it is read then looks changed on --resume, never the reverse.
+    identity = file_identity(item.path)
     try:
         loaded = load_rgb(item.path, size=size, max_pixels=max_pixels, allow_truncated=allow_truncated)
     except ImageReadError as exc:
-        return RawRow(item.root, item.filepath, "failed", exc.reason, exc.detail, None, None, None, None), None
+        return RawRow(item.root, item.filepath, "failed", exc.reason, exc.detail, None, None, None, None,
+                      identity), None
     when = loaded.datetime.isoformat(sep=" ") if loaded.datetime else None
-    return RawRow(item.root, item.filepath, "ok", None, None, when, loaded.width, loaded.height, None), loaded.array
+    return RawRow(item.root, item.filepath, "ok", None, None, when, loaded.width, loaded.height, None,
+                  identity), loaded.array

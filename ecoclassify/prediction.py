@@ -63,6 +63,8 @@ class PredictionSummary:
         labels: Files per label, ``unknown`` included.
         sequences: Number of sequences, when sequences were formed.
         processed: Files decoded by this call; ``reused`` came from the checkpoint.
+        changed: Files the checkpoint held that were read again because their size or
+            modification time changed since (a card swapped for photos with the same names).
         seconds: Wall time of the decoding and classification.
         output: The file written, if any.
     """
@@ -77,6 +79,7 @@ class PredictionSummary:
     sequences: int | None = None
     processed: int = 0
     reused: int = 0
+    changed: int = 0
     seconds: float = 0.0
     output: str | None = None
 
@@ -127,7 +130,8 @@ def predict(
         fmt: ``csv``, ``json`` or ``md-json`` (MegaDetector batch output format).
         checkpoint_every: Save a checkpoint part after this many more images.
         resume: Continue from the checkpoint of an interrupted run with the same model and
-            inputs; only files not yet classified are read (failed ones are retried).
+            inputs; only files not yet classified are read (failed ones are retried, and so
+            are files whose size or modification time changed since).
         overwrite: Replace an existing output (and discard a checkpoint).
         sequence_gap: Seconds; group images into sequences (see :mod:`ecoclassify.sequences`).
         allow_truncated: Classify the readable part of truncated files instead of failing them.
@@ -207,6 +211,9 @@ def predict(
                 runner.run(iter_work(specs, recursive, on_skip=lambda path, reason: skipped.update([reason])))
             finally:
                 runner.flush()  # Ctrl-C or a crash: keep what was done for --resume
+            if runner.changed:
+                log.warning("%d files had changed since the checkpoint was written (size or modification time): "
+                            "they were read again", runner.changed)
             frame = build_frame(runner.rows, classifier.classes, options["top_k"], threshold)
             if sequence_gap is not None:
                 frame = normalise_columns(assign_sequences(frame, classifier.classes, sequence_gap, threshold))
@@ -349,6 +356,7 @@ def _summarise(frame: pd.DataFrame, skipped: collections.Counter, runner: Runner
         sequences=int(frame["sequence_id"].nunique()) if "sequence_id" in frame.columns else None,
         processed=runner.processed,
         reused=runner.reused,
+        changed=runner.changed,
         seconds=round(runner.seconds, 3),
         output=str(output) if output is not None else None,
     )
@@ -403,6 +411,9 @@ def format_summary(summary: PredictionSummary) -> str:
     speed = f"{summary.images_per_second:.1f} images/s ({summary.processed} read in {summary.seconds:.1f} s"
     speed += f", {summary.reused} from the checkpoint)" if summary.reused else ")"
     lines.append(speed)
+    if summary.changed:
+        lines.append(f"{summary.changed} files had changed since the checkpoint (size or modification time) "
+                     "and were read again")
     if summary.output:
         lines.append(f"wrote {summary.output}")
     return "\n".join(lines)

@@ -145,6 +145,46 @@ def test_a_user_file_named_like_the_lock_is_left_alone(tmp_path, classifier):
     assert (tmp_path / "predictions.csv.lock").read_text() == "my notes\n"
 
 
+# --- resuming after the files changed --------------------------------------------------------------
+
+
+def test_resume_reads_again_a_photo_replaced_under_the_same_name(tmp_path, classifier):
+    card = tmp_path / "card"
+    for i in range(6):
+        coloured(card / f"IMG_{i:04d}.JPG", "fox", seed=i)
+    output = tmp_path / "predictions.csv"
+    with pytest.raises(PredictionInterrupted):
+        predict(classifier, card, output=output, batch_size=2, checkpoint_every=2, progress=StopAfter(4))
+    # The card is swapped: a different photo under a name the checkpoint already holds.
+    (card / "IMG_0001.JPG").unlink()
+    coloured(card / "IMG_0001.JPG", "owl", size=(50, 60), seed=9)
+
+    resumed = predict(classifier, card, output=output, batch_size=2, checkpoint_every=2, resume=True)
+    fresh = predict(classifier, card, batch_size=2)
+    row = resumed.set_index("filepath").loc["IMG_0001.JPG"]
+    assert row["label"] == "owl" and (row["width"], row["height"]) == (60, 50)
+    np.testing.assert_array_equal(resumed[[c for c in resumed if c.startswith("prob_")]].to_numpy(),
+                                  fresh[[c for c in fresh if c.startswith("prob_")]].to_numpy())
+    summary = resumed.attrs["summary"]
+    assert summary.changed == 1 and summary.reused == 2  # the chunk of the changed file is redone whole
+    assert "1 files had changed since the checkpoint" in format_summary(summary)
+
+
+def test_a_checkpoint_without_file_identities_is_resumed_by_reading_its_files_again(tmp_path, classifier):
+    card = tmp_path / "card"
+    for i in range(4):
+        coloured(card / f"IMG_{i}.jpg", "deer", seed=i)
+    output = tmp_path / "predictions.csv"
+    with pytest.raises(PredictionInterrupted):
+        predict(classifier, card, output=output, batch_size=2, checkpoint_every=2, progress=StopAfter(2))
+    for part in checkpoint_path(output).glob("part-*.jsonl"):  # as written before identities were recorded
+        rows = [json.loads(line) for line in part.read_text().splitlines()]
+        part.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "identity"}) + "\n" for row in rows))
+    resumed = predict(classifier, card, output=output, batch_size=2, resume=True)
+    assert resumed.attrs["summary"].changed == 2 and resumed.attrs["summary"].reused == 0
+    assert (resumed["status"] == "ok").all()
+
+
 # --- outputs that would clobber something -------------------------------------------------------
 
 
