@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ecoclassify.data.images import ImageReadError, load_rgb
+from ecoclassify.errors import ModelError
 from ecoclassify.models.io import LoadedClassifier
 from ecoclassify.predict_checkpoint import Checkpoint, RawRow, file_identity
 from ecoclassify.predict_inputs import WorkItem
@@ -144,6 +145,7 @@ def classify_decoded(classifier: LoadedClassifier, results: list[tuple[RawRow, n
     batch = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
     batch[: len(arrays)] = np.stack(arrays)
     probs = np.asarray(classifier.model.predict_on_batch(batch), dtype=np.float32)[: len(arrays)].copy()
+    check_probabilities(classifier, probs)
     rows, position = [], 0
     for row, array in results:
         if array is not None:
@@ -151,6 +153,33 @@ def classify_decoded(classifier: LoadedClassifier, results: list[tuple[RawRow, n
             position += 1
         rows.append(row)
     return rows
+
+
+# Slack for float32 (or float16) rounding in a softmax over many classes; logits are far off.
+_PROBABILITY_TOLERANCE = 0.01
+
+
+def check_probabilities(classifier: LoadedClassifier, probs: np.ndarray) -> None:
+    """Refuses model outputs that are not one probability distribution per image.
+
+    A model exported without its softmax gives logits: written as ``prob_*`` and scores they
+    would look like confident probabilities above 1 and labels would pass any threshold.
+
+    Raises:
+        ModelError: Some row has a value outside [0, 1] or does not sum to 1.
+    """
+    if probs.size == 0:
+        return
+    sums = probs.sum(axis=1)
+    bad = ~(np.isfinite(probs).all(axis=1) & (probs.min(axis=1) >= -_PROBABILITY_TOLERANCE)
+            & (probs.max(axis=1) <= 1 + _PROBABILITY_TOLERANCE) & (np.abs(sums - 1) <= _PROBABILITY_TOLERANCE))
+    if bad.any():
+        row = probs[int(np.argmax(bad))]
+        shown = ", ".join(f"{value:.4g}" for value in row[:6]) + (", ..." if row.size > 6 else "")
+        raise ModelError(
+            f"the model's outputs are not probabilities (a softmax is missing?): {classifier.path} must give, per "
+            "image, one value in [0, 1] per class summing to 1; add a softmax as its last layer (e.g. "
+            f"keras.layers.Softmax()) and save it again. Received: [{shown}] (sum {float(row.sum()):.4g})")
 
 
 def chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ecoclassify.data.images import DEFAULT_MAX_PIXELS
-from ecoclassify.errors import ConfigError, RunError
+from ecoclassify.errors import ConfigError, ModelError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.predict_checkpoint import Checkpoint, RawRow, check_removable, checkpoint_path, file_sha256
 from ecoclassify.predict_inputs import InputSpec, count_refusing_output, iter_work, resolve_inputs
@@ -156,7 +156,7 @@ def predict(
     Raises:
         ConfigError: An option is invalid.
         DataError: An input does not exist or cannot be read as a list.
-        ModelError: The model cannot be loaded.
+        ModelError: The model cannot be loaded or does not output probabilities.
         RunError: The output exists (without ``resume``/``overwrite``), is one of the files read,
             or another run is writing it; the checkpoint belongs to another model or input set,
             or a ``.checkpoint`` that ``overwrite`` would delete was not written by predict.
@@ -230,6 +230,11 @@ def predict(
                 checkpoint.remove()
         except KeyboardInterrupt:
             raise PredictionInterrupted(_interrupted_message(runner, checkpoint)) from None
+        except ModelError:
+            # The model is at fault, not the run: no empty checkpoint to trip over once it is fixed.
+            if checkpoint is not None and not done and not runner.rows:
+                checkpoint.remove()
+            raise
         log.debug("prediction summary: %s", summary.as_dict())
         return frame
 

@@ -222,3 +222,31 @@ def test_an_output_that_is_one_of_the_input_photos_is_refused(tmp_path, model_di
     with pytest.raises(RunError, match="the image .*IMG_0001.JPG"):
         predict(classifier, tmp_path / "list.txt", output=photo, overwrite=True)
     assert photo.read_bytes() == before and (tmp_path / "list.txt").read_text() == "card/IMG_0001.JPG\n"
+
+
+# --- models that do not give probabilities ----------------------------------------------------------
+
+
+def test_a_model_without_a_softmax_is_refused_instead_of_writing_logits_as_probabilities(tmp_path, model_dir):
+    import keras
+
+    full = keras.saving.load_model(model_dir / "model.keras")
+    # The same network up to its last Dense layer, activation removed: it gives logits.
+    last = full.layers[-1]
+    logits = keras.layers.Dense(3, name="logits")(full.layers[-2].output)
+    model = keras.Model(full.inputs, logits)
+    model.get_layer("logits").set_weights(last.get_weights())
+    folder = tmp_path / "no-softmax"
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    shutil.copy(model_dir / "labels.json", folder / "labels.json")
+    for i in range(3):
+        coloured(tmp_path / "card" / f"IMG_{i}.jpg", "owl", seed=i)
+    output = tmp_path / "predictions.csv"
+
+    done = run_cli("predict", str(folder), str(tmp_path / "card"), "-o", str(output))
+    assert done.returncode == 1, done.stderr
+    message = " ".join(done.stderr.split())
+    assert "the model's outputs are not probabilities (a softmax is missing?)" in message
+    assert str(folder / "model.keras") in message
+    assert not output.exists() and not checkpoint_path(output).exists()
