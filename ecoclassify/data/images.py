@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -58,8 +59,8 @@ class ImageReadError(DataError):
 
     Attributes:
         path: The file that failed.
-        reason: A short code: ``not_found``, ``permission_denied``, ``empty``, ``unreadable``,
-            ``not_a_regular_file``, ``truncated``, ``too_large`` or ``decode_error``.
+        reason: A short code: ``not_found``, ``permission_denied``, ``not_a_regular_file``,
+            ``empty``, ``unreadable``, ``truncated``, ``too_large`` or ``decode_error``.
         detail: Human-readable explanation, including Pillow's message where there is one.
     """
 
@@ -218,27 +219,55 @@ def _pillow_failure(path: Path, exc: BaseException, *, stage: str) -> ImageReadE
     return ImageReadError(path, "decode_error", message)
 
 
-def _refuse_special_file(path: Path) -> None:
-    """Raises ``not_a_regular_file`` for devices, FIFOs and sockets, before anything opens them.
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
-    Opening one can block forever (a FIFO), never end (``/dev/zero``) or have side effects.
-    Folders pass: opening them fails as ``unreadable``, as it always has.
+
+def _nonblocking(path: str, flags: int) -> int:
+    # Reads of a regular file ignore O_NONBLOCK; it only keeps a FIFO from blocking the open.
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Opens ``path`` for reading unless it is a pipe, socket or device, without ever blocking.
+
+    A FIFO named ``x.jpg`` would block ``open`` until something writes to it (forever, in a
+    batch job), and opening a device can have side effects: both are refused from ``stat``
+    before opening, and the open itself is non-blocking in case the file was swapped between.
+    A folder goes on to ``open``, which fails with ``IsADirectoryError``.
+
+    Raises:
+        ImageReadError: ``not_a_regular_file``.
+        OSError: From ``open``.
     """
+
+    def refuse(mode: int, opened: bool = False) -> ImageReadError:
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+        what = "only files are read" if opened else "it is never opened"
+        return ImageReadError(path, "not_a_regular_file", f"{kind}, not a regular file: {what}")
+
     try:
-        mode = os.stat(path).st_mode
+        mode: int | None = os.stat(path).st_mode
     except OSError:
-        return  # opening it reports the real problem (not found, no permission...)
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise ImageReadError(path, "not_a_regular_file",
-                             "a device, pipe or socket, not a file; it is never opened")
+        mode = None  # the open below says why
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise refuse(mode)
+    handle = open(path, "rb", opener=_nonblocking)  # noqa: SIM115 - the caller closes it
+    try:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(mode, opened=True)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 @contextlib.contextmanager
 def _open_image(path: Path, max_pixels: int | None) -> Iterator[ImageFile.ImageFile]:
     """Opens ``path`` and identifies the image, closing the file whatever happens."""
     try:
-        _refuse_special_file(path)
-        fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the ExitStack below
+        fh: IO[bytes] = _open_regular(path)  # closed by the ExitStack below
     except OSError as exc:
         detail = f"{type(exc).__name__}: {exc.strerror or exc}"
         raise ImageReadError(path, classify_os_error(exc), detail) from exc

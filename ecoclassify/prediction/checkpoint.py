@@ -7,25 +7,34 @@ million-image run linear; JSON keeps every probability exactly (Python writes th
 repr that reads back to the same float) and file names exactly as they are. Rows of a later
 part replace those of an earlier one (a failed file retried after ``--resume``). A part being
 written when the process is killed is a hidden temporary file, ignored and removed on resume.
+Each row records the file's size and modification time, so a file replaced under the same
+name is read again. ``meta.json`` carries a marker key: a folder without it is not ours, and
+is never deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import logging
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ecoclassify.errors import RunError
+from ecoclassify.prediction.outputs import json_dumps
 from ecoclassify.files import write_text
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIX = ".checkpoint"
 _META = "meta.json"
 _PART = "part-{:06d}.jsonl"
 _CHECKPOINT_VERSION = 1
+# Key of meta.json that marks a folder as written by this module: nothing else is ever deleted.
+_MARKER = "ecoclassify_predict_checkpoint"
 
 
 class RawRow(NamedTuple):
@@ -33,7 +42,10 @@ class RawRow(NamedTuple):
 
     ``probs`` is the model's float32 output (None for a failed file); labels, top-k and
     sequences are computed from it at the end, so ``--threshold`` or ``--top-k`` may change
-    between an interrupted run and its resumption.
+    between an interrupted run and its resumption. ``identity`` is the file's ``(size,
+    mtime_ns)`` when it was read: ``--resume`` reads a file again when it no longer matches
+    (a card swapped for new photos with the same names). None in checkpoints from before it
+    was recorded, and such rows are read again too.
     """
 
     root: str
@@ -45,6 +57,16 @@ class RawRow(NamedTuple):
     width: int | None
     height: int | None
     probs: np.ndarray | None
+    identity: tuple[int, int] | None = None
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, or None when it cannot be stat'ed (gone)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -85,11 +107,11 @@ class Checkpoint:
         Raises:
             RunError: The folder cannot be written (so the output could not be either).
         """
-        meta = {"version": _CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
+        meta = {_MARKER: True, "version": _CHECKPOINT_VERSION, "fingerprint": self.fingerprint}
         try:
             self.remove()
             self.path.mkdir(parents=True)
-            write_text(self.path / _META, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+            write_text(self.path / _META, json_dumps(meta, indent=2) + "\n")
         except OSError as exc:
             raise RunError(f"cannot write the checkpoint {self.path} beside the output: "
                            f"{exc.strerror or exc}") from None
@@ -132,7 +154,7 @@ class Checkpoint:
         """Writes ``rows`` as the next part, atomically."""
         if not rows:
             return
-        text = "".join(json.dumps(_row_to_json(row), ensure_ascii=False) + "\n" for row in rows)
+        text = "".join(json_dumps(_row_to_json(row)) + "\n" for row in rows)
         part = self.path / _PART.format(self._next_part)
         try:
             write_text(part, text)
@@ -142,11 +164,44 @@ class Checkpoint:
         self._next_part += 1
 
     def remove(self) -> None:
-        """Deletes the checkpoint folder (after the output was written)."""
-        if self.path.is_dir() and not self.path.is_symlink():
-            shutil.rmtree(self.path)
-        elif self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
+        """Deletes the checkpoint's files and then its folder (after the output was written).
+
+        Raises:
+            RunError: Something of that name exists that this tool did not write.
+        """
+        if not os.path.lexists(self.path):
+            return
+        check_removable(self.path)
+        for item in [*self.path.glob("part-*.jsonl"), *self.path.glob(".*.tmp"), self.path / _META]:
+            item.unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:  # someone put their own files in it: theirs to keep
+            log.warning("kept %s: it holds files ecoclassify did not write", self.path)
+
+
+def check_removable(path: Path) -> None:
+    """Refuses to let ``--overwrite`` delete a ``.checkpoint`` that ecoclassify did not write.
+
+    Ours is a folder whose ``meta.json`` carries the marker key (or, written before the marker
+    existed, a ``version`` and a ``fingerprint``); an empty folder is harmless to remove too.
+
+    Raises:
+        RunError: ``path`` is a file, a link, or a folder without that ``meta.json``.
+    """
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() and not path.is_symlink():
+        if not any(path.iterdir()):
+            return
+        try:
+            meta = json.loads((path / _META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict) and (meta.get(_MARKER) is True or {"version", "fingerprint"} <= meta.keys()):
+            return
+    raise RunError(f"{path} is in the way of the output's checkpoint but was not written by ecoclassify predict "
+                   f"(no {_META} of a checkpoint in it), so it is not deleted: move it away or give another output")
 
 
 def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -166,13 +221,15 @@ def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> l
 def _row_to_json(row: RawRow) -> dict[str, Any]:
     data = row._asdict()
     data["probs"] = None if row.probs is None else [float(p) for p in row.probs]
+    data["identity"] = None if row.identity is None else [int(v) for v in row.identity]
     return data
 
 
 def _row_from_json(data: dict[str, Any]) -> RawRow:
-    probs = data["probs"]
+    probs, identity = data["probs"], data.get("identity")  # no identity: written before it was recorded
     return RawRow(
         str(data["root"]), str(data["filepath"]), str(data["status"]), data["error"], data["detail"],
         data["datetime"], data["width"], data["height"],
         None if probs is None else np.asarray(probs, dtype=np.float32),
+        None if identity is None else (int(identity[0]), int(identity[1])),
     )

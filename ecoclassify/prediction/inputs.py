@@ -24,12 +24,12 @@ from __future__ import annotations
 import codecs
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ecoclassify.data.discovery import IMAGE_EXTENSIONS, is_hidden, is_image_name, iter_images
-from ecoclassify.errors import ConfigError, DataError
+from ecoclassify.errors import ConfigError, DataError, RunError
 
 SkipCallback = Callable[[Path, str], None]
 
@@ -110,6 +110,10 @@ def resolve_inputs(inputs: str | os.PathLike | list[str | os.PathLike] | tuple) 
 
 
 def _check_list_file(path: Path, raw: object) -> None:
+    if not path.is_file():
+        # A FIFO (or ``<(find ...)``) would block the sniff below, and its lines could not be read twice.
+        raise DataError(f"INPUT list file must be a regular file; save the list to a file first. Received: '{raw}' "
+                        "(not a regular file)")
     try:
         with open(path, "rb") as handle:
             head = handle.read(_SNIFF_BYTES)
@@ -203,3 +207,39 @@ def _listed_item(base: Path, entry: str) -> WorkItem:
     except ValueError:
         return WorkItem(str(path.parent), path.name)
     return WorkItem(str(base), relative.as_posix())
+
+
+def count_refusing_output(output: Path | None, specs: list[InputSpec], items: Iterable[WorkItem]) -> int:
+    """Counts the files to classify, refusing an output that is one of them or a list file read.
+
+    ``-o`` pointing at a photo (a shell completion gone wrong) with ``--overwrite`` would replace
+    that photo with a table at the end of the run.
+
+    Args:
+        output: The output file, or None.
+        specs: From :func:`resolve_inputs`.
+        items: From :func:`iter_work` (consumed).
+
+    Returns:
+        The number of items.
+
+    Raises:
+        RunError: The output exists and is an INPUT file or one of the items.
+    """
+    if output is None or not output.exists():
+        return sum(1 for _ in items)
+
+    def refuse(what: str) -> RunError:
+        return RunError(f"output must not be a file this run reads: it is {what}. Give another output. "
+                        f"Received: output='{output}'")
+
+    for spec in specs:
+        if spec.kind != "folder" and spec.path.exists() and os.path.samefile(spec.path, output):
+            raise refuse(f"the INPUT {spec.kind} file '{spec.path}'")
+    total = 0
+    for item in items:
+        total += 1
+        # The name first: one stat per file with the output's name, not per file.
+        if item.path.name == output.name and os.path.exists(item.path) and os.path.samefile(item.path, output):
+            raise refuse(f"the image '{item.path}' (found under the INPUT '{item.root}')")
+    return total

@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecoclassify.errors import RunError
-from ecoclassify.prediction.md_categories import resolve_md_categories
+from ecoclassify.errors import ModelError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
-from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
-from ecoclassify.prediction.inputs import InputSpec, iter_work, resolve_inputs
+from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, check_removable, checkpoint_path, file_sha256
+from ecoclassify.prediction.inputs import InputSpec, count_refusing_output, iter_work, resolve_inputs
+from ecoclassify.prediction.lock import output_lock
+from ecoclassify.prediction.md_categories import resolve_md_categories
 from ecoclassify.prediction.options import PredictOptions
 from ecoclassify.prediction.outputs import normalise_columns, now_iso, write_output
 from ecoclassify.prediction.runner import Runner
@@ -61,6 +62,8 @@ class PredictionSummary:
         labels: Files per label, ``unknown`` included.
         sequences: Number of sequences, when sequences were formed.
         processed: Files decoded by this call; ``reused`` came from the checkpoint.
+        changed: Files the checkpoint held that were read again because their size or
+            modification time changed since (a card swapped for photos with the same names).
         seconds: Wall time of the decoding and classification.
         output: The file written, if any.
     """
@@ -75,6 +78,7 @@ class PredictionSummary:
     sequences: int | None = None
     processed: int = 0
     reused: int = 0
+    changed: int = 0
     seconds: float = 0.0
     output: str | None = None
 
@@ -106,9 +110,9 @@ def predict(
         options: A :class:`~ecoclassify.prediction.options.PredictOptions`; or give its fields
             as keyword arguments instead (``output=...``, ``batch_size=...``, ``resume=True``...).
             ``resume`` continues from the checkpoint of an interrupted run with the same model
-            and inputs (only files not yet classified are read, failed ones are retried);
-            ``engine="dask"`` labels chunks on Dask workers with the same output (needs
-            ``pip install 'ecoclassify[dask]'``).
+            and inputs (only files not yet classified are read; failed ones are retried, and so
+            are files whose size or modification time changed since); ``engine="dask"`` labels
+            chunks on Dask workers with the same output (needs ``pip install 'ecoclassify[dask]'``).
         progress: Called as ``progress(advance, total)`` as files are done.
         **kwargs: The fields of :class:`~ecoclassify.prediction.options.PredictOptions`.
 
@@ -123,20 +127,31 @@ def predict(
     Raises:
         ConfigError: An option is invalid.
         DataError: An input does not exist or cannot be read as a list.
-        ModelError: The model cannot be loaded.
-        RunError: The output exists (without ``resume``/``overwrite``) or the checkpoint
-            belongs to another model or input set.
+        ModelError: The model cannot be loaded or does not output probabilities.
+        RunError: The output exists (without ``resume``/``overwrite``), is one of the files read,
+            or another run is writing it; the checkpoint belongs to another model or input set,
+            or a ``.checkpoint`` that ``overwrite`` would delete was not written by predict.
         PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
     """
     options = PredictOptions.build(options, **kwargs)
     specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     output_path = options.output
-    _check_existing(output_path, options.resume, options.overwrite)
-    # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
-    total = sum(1 for _ in iter_work(specs, options.recursive))
-    classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
-    top_k = min(options.top_k, len(classifier.classes))
+    if output_path is not None and output_path.is_dir():
+        raise RunError(f"output must be a file, not a folder. Received: output='{output_path}'")
+    # Before the output or its checkpoint is looked at: a second run on the same output waits for nothing.
+    with output_lock(output_path):
+        _check_existing(output_path, options.resume, options.overwrite)
+        # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
+        total = count_refusing_output(output_path, specs, iter_work(specs, options.recursive))
+        classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
+        return _label(classifier, specs, options, total, progress)
 
+
+def _label(classifier: LoadedClassifier, specs: list[InputSpec], options: PredictOptions, total: int,
+           progress: ProgressCallback | None) -> pd.DataFrame:
+    """The labelling itself, under the output's lock: checkpoint, runner, table, output file."""
+    output_path = options.output
+    top_k = min(options.top_k, len(classifier.classes))
     checkpoint = None
     done: dict[tuple[str, str], RawRow] = {}
     if output_path is not None:
@@ -162,6 +177,9 @@ def predict(
             runner.run(iter_work(specs, options.recursive, on_skip=lambda path, reason: skipped.update([reason])))
         finally:
             runner.flush()  # Ctrl-C or a crash: keep what was done for --resume
+        if runner.changed:
+            log.warning("%d files had changed since the checkpoint was written (size or modification time): "
+                        "they were read again", runner.changed)
         frame = build_frame(runner.rows, classifier.classes, top_k, options.threshold)
         if options.sequence_gap is not None:
             frame = normalise_columns(assign_sequences(frame, classifier.classes, options.sequence_gap,
@@ -179,6 +197,11 @@ def predict(
             checkpoint.remove()
     except KeyboardInterrupt:
         raise PredictionInterrupted(_interrupted_message(runner, checkpoint)) from None
+    except ModelError:
+        # The model is at fault, not the run: no empty checkpoint to trip over once it is fixed.
+        if checkpoint is not None and not done and not runner.rows:
+            checkpoint.remove()
+        raise
     log.debug("prediction summary: %s", summary.as_dict())
     return frame
 
@@ -191,6 +214,7 @@ def _check_existing(output: Path | None, resume: bool, overwrite: bool) -> None:
         raise RunError(f"output must be a file, not a folder. Received: output='{output}'")
     checkpoint = checkpoint_path(output)
     if overwrite:
+        check_removable(checkpoint)  # only what this tool wrote is ever deleted
         return
     if resume:
         if output.exists() and not checkpoint.exists():
@@ -276,6 +300,7 @@ def _summarise(frame: pd.DataFrame, skipped: collections.Counter, runner: Runner
         sequences=int(frame["sequence_id"].nunique()) if "sequence_id" in frame.columns else None,
         processed=runner.processed,
         reused=runner.reused,
+        changed=runner.changed,
         seconds=round(runner.seconds, 3),
         output=str(output) if output is not None else None,
     )
@@ -334,6 +359,9 @@ def format_summary(summary: PredictionSummary) -> str:
     speed = f"{summary.images_per_second:.1f} images/s ({summary.processed} read in {summary.seconds:.1f} s"
     speed += f", {summary.reused} from the checkpoint)" if summary.reused else ")"
     lines.append(speed)
+    if summary.changed:
+        lines.append(f"{summary.changed} files had changed since the checkpoint (size or modification time) "
+                     "and were read again")
     if summary.output:
         lines.append(f"wrote {summary.output}")
     return "\n".join(lines)

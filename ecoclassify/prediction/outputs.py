@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,22 @@ MD_DETECTOR = "ecoclassify whole-image classifier (no detector)"
 MD_DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 MD_WHOLE_IMAGE_BBOX = [0.0, 0.0, 1.0, 1.0]
 MD_TYPICAL_DETECTION_THRESHOLD = 0.5
+
+# A file name that is not valid UTF-8 reaches Python as a str with lone surrogates (U+DC80..U+DCFF
+# for the bytes 0x80..0xFF); UTF-8 cannot hold those, so each format writes them reversibly.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+CSV_ENCODING_ERRORS = "surrogateescape"
+
+
+def json_dumps(value: Any, **options: Any) -> str:
+    """``json.dumps`` with non-ASCII text kept readable and lone surrogates as ``\\udcXX`` escapes.
+
+    The result is valid UTF-8 whatever the file names, and ``json.loads`` gives back the very
+    same str, which ``os.fsencode`` turns into the name's original bytes.
+    """
+    text = json.dumps(value, ensure_ascii=False, **options)
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
 
 TEXT_COLUMNS = ("filepath", "root", "status", "error", "detail", "label", "datetime", "sequence_label")
 INT_COLUMNS = ("width", "height", "sequence_id")
@@ -65,7 +82,8 @@ def _records(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
 def write_output(frame: pd.DataFrame, path: Path, fmt: str, metadata: dict[str, Any]) -> Path:
     """Writes the predictions in ``fmt`` (one of ``FORMATS``) atomically."""
     if fmt == "csv":
-        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+        # The bytes of a name that is not UTF-8 go into the csv as they are on disk (see README).
+        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, errors=CSV_ENCODING_ERRORS))
     if fmt == "json":
         return atomic_write(path, lambda tmp: _write_json_stream(tmp, frame, metadata))
     if fmt == "md-json":
@@ -77,11 +95,11 @@ def _write_json_stream(tmp: Path, frame: pd.DataFrame, metadata: dict[str, Any])
     # Streamed record by record: a million rows never exist as one string.
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write('{\n"ecoclassify": ')
-        handle.write(json.dumps(metadata, indent=2, ensure_ascii=False, default=str))
+        handle.write(json_dumps(metadata, indent=2, default=str))
         handle.write(',\n"predictions": [')
         for index, record in enumerate(_records(frame)):
             handle.write(",\n" if index else "\n")
-            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False))
+            handle.write(json_dumps(record, allow_nan=False))
         handle.write("\n]\n}\n")
 
 
@@ -153,7 +171,7 @@ def write_md_json(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write("{\n")
-            handle.write(f'"info": {json.dumps(info, indent=2, ensure_ascii=False, default=str)},\n')
+            handle.write(f'"info": {json_dumps(info, indent=2, default=str)},\n')
             handle.write(f'"detection_categories": {json.dumps(MD_DETECTION_CATEGORIES)},\n')
             categories = {class_id: name for name, class_id in class_ids.items()}
             handle.write(f'"classification_categories": {json.dumps(categories, ensure_ascii=False)},\n')
@@ -163,7 +181,7 @@ def write_md_json(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> 
                 if frames is not None and record.get("sequence_id") is not None:
                     image.update(frames[index])
                 handle.write(",\n" if index else "\n")
-                handle.write(json.dumps(image, ensure_ascii=False, allow_nan=False))
+                handle.write(json_dumps(image, allow_nan=False))
             handle.write("\n]\n}\n")
 
     return atomic_write(path, write)
@@ -300,7 +318,7 @@ def read_predictions(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     else:
         try:
             # Everything as text first: a class called "NA" or a file called "nan.jpg" stays text.
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors=CSV_ENCODING_ERRORS)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"cannot read predictions file {path}: {exc}") from None
     try:

@@ -19,8 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ecoclassify.data.images import ImageReadError, load_rgb
+from ecoclassify.errors import ModelError
 from ecoclassify.models.io import LoadedClassifier
-from ecoclassify.prediction.checkpoint import Checkpoint, RawRow
+from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, file_identity
 from ecoclassify.prediction.inputs import WorkItem
 from ecoclassify.prediction.options import PredictOptions
 
@@ -44,6 +45,8 @@ class Runner:
     Attributes:
         rows: Every row so far (re-used and new), in processing order.
         processed: Files decoded by this runner; ``reused`` came from the checkpoint.
+        changed: Files the checkpoint held that were read again because their size or
+            modification time changed since (or were not recorded).
         total: Files expected (for progress); set by the caller after its listing pass.
         seconds: Wall time of :meth:`run`.
     """
@@ -65,6 +68,7 @@ class Runner:
         self.unsaved: list[RawRow] = []
         self.processed = 0
         self.reused = 0
+        self.changed = 0
         self.seconds = 0.0
 
     def run(self, items: Iterator[WorkItem]) -> None:
@@ -121,7 +125,13 @@ class Runner:
     def reusable(self, chunk: list[WorkItem]) -> list[RawRow] | None:
         """The checkpoint's rows for ``chunk`` when every file in it was classified, else None."""
         previous = [self.done.get((item.root, item.filepath)) for item in chunk]
-        return previous if all(row is not None and row.status == "ok" for row in previous) else None
+        if not all(row is not None and row.status == "ok" for row in previous):
+            return None
+        # The same name is not the same photo: a card swapped for new photos must not keep old labels.
+        changed = sum(1 for item, row in zip(chunk, previous) if row.identity is None
+                      or row.identity != file_identity(item.path))
+        self.changed += changed
+        return None if changed else previous
 
     def flush(self) -> None:
         """Saves the rows not yet in the checkpoint."""
@@ -168,6 +178,7 @@ def classify_decoded(classifier: LoadedClassifier, results: list[tuple[RawRow, n
     batch = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
     batch[: len(arrays)] = np.stack(arrays)
     probs = np.asarray(classifier.model.predict_on_batch(batch), dtype=np.float32)[: len(arrays)].copy()
+    check_probabilities(classifier, probs)
     rows, position = [], 0
     for row, array in results:
         if array is not None:
@@ -175,6 +186,33 @@ def classify_decoded(classifier: LoadedClassifier, results: list[tuple[RawRow, n
             position += 1
         rows.append(row)
     return rows
+
+
+# Slack for float32 (or float16) rounding in a softmax over many classes; logits are far off.
+_PROBABILITY_TOLERANCE = 0.01
+
+
+def check_probabilities(classifier: LoadedClassifier, probs: np.ndarray) -> None:
+    """Refuses model outputs that are not one probability distribution per image.
+
+    A model exported without its softmax gives logits: written as ``prob_*`` and scores they
+    would look like confident probabilities above 1 and labels would pass any threshold.
+
+    Raises:
+        ModelError: Some row has a value outside [0, 1] or does not sum to 1.
+    """
+    if probs.size == 0:
+        return
+    sums = probs.sum(axis=1)
+    bad = ~(np.isfinite(probs).all(axis=1) & (probs.min(axis=1) >= -_PROBABILITY_TOLERANCE)
+            & (probs.max(axis=1) <= 1 + _PROBABILITY_TOLERANCE) & (np.abs(sums - 1) <= _PROBABILITY_TOLERANCE))
+    if bad.any():
+        row = probs[int(np.argmax(bad))]
+        shown = ", ".join(f"{value:.4g}" for value in row[:6]) + (", ..." if row.size > 6 else "")
+        raise ModelError(
+            f"the model's outputs are not probabilities (a softmax is missing?): {classifier.path} must give, per "
+            "image, one value in [0, 1] per class summing to 1; add a softmax as its last layer (e.g. "
+            f"keras.layers.Softmax()) and save it again. Received: [{shown}] (sum {float(row.sum()):.4g})")
 
 
 def chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
@@ -185,9 +223,13 @@ def chunks(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
 
 def decode(item: WorkItem, size: tuple[int, int], max_pixels: int | None,
             allow_truncated: bool) -> tuple[RawRow, np.ndarray | None]:
+    # Before reading: a file replaced while it is read then looks changed on --resume, never the reverse.
+    identity = file_identity(item.path)
     try:
         loaded = load_rgb(item.path, size=size, max_pixels=max_pixels, allow_truncated=allow_truncated)
     except ImageReadError as exc:
-        return RawRow(item.root, item.filepath, "failed", exc.reason, exc.detail, None, None, None, None), None
+        return RawRow(item.root, item.filepath, "failed", exc.reason, exc.detail, None, None, None, None,
+                      identity), None
     when = loaded.datetime.isoformat(sep=" ") if loaded.datetime else None
-    return RawRow(item.root, item.filepath, "ok", None, None, when, loaded.width, loaded.height, None), loaded.array
+    return RawRow(item.root, item.filepath, "ok", None, None, when, loaded.width, loaded.height, None,
+                  identity), loaded.array

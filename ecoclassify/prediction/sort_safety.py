@@ -222,7 +222,7 @@ def journal_path(manifest: Path) -> Path:
 
 def open_journal(manifest: Path) -> IO[str]:
     """Opens a sort's journal for appending (created empty)."""
-    return open(journal_path(manifest), "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by sort
+    return open(journal_path(manifest), "a", encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115 - closed by sort
 
 
 def note(journal: IO[str], index: int, status: str, detail: str, record: tuple[str, str, str]) -> None:
@@ -245,7 +245,7 @@ def merge_journal(plan: pd.DataFrame, manifest: Path) -> None:
     if not path.is_file():
         return
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
             lines = [line for line in csv.reader(handle) if len(line) == 3 + len(RECORD_COLUMNS)]
     except (OSError, ValueError):
         return  # a torn journal: its rows stay "planned" and are kept

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ecoclassify.errors import ConfigError, DataError, RunError
-from ecoclassify.prediction.outputs import read_predictions
+from ecoclassify.prediction.outputs import CSV_ENCODING_ERRORS, read_predictions
 from ecoclassify.files import atomic_write
 from ecoclassify.prediction.sequences import UNKNOWN
 from ecoclassify.prediction.sort_safety import (
@@ -254,7 +254,8 @@ def _new_manifest_path(dest: Path) -> Path:
 
 def _write_manifest(path: Path, plan: pd.DataFrame) -> None:
     try:
-        atomic_write(path, lambda tmp: plan.to_csv(tmp, index=False))
+        # A file name that is not UTF-8 is kept as its bytes, as in the predictions csv.
+        atomic_write(path, lambda tmp: plan.to_csv(tmp, index=False, errors=CSV_ENCODING_ERRORS))
     except OSError as exc:
         raise RunError(f"cannot write the sort manifest {path}: {exc.strerror or exc}") from None
 
@@ -354,7 +355,7 @@ def undo_sort(manifest: str | os.PathLike) -> pd.DataFrame:
     """
     manifest = Path(manifest)
     try:
-        plan = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        plan = pd.read_csv(manifest, dtype=str, keep_default_na=False, encoding_errors=CSV_ENCODING_ERRORS)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read the sort manifest {manifest}: {exc}") from None
     missing = set(MANIFEST_COLUMNS) - set(plan.columns)
@@ -372,7 +373,7 @@ def undo_sort(manifest: str | os.PathLike) -> pd.DataFrame:
             folders |= folder_chain(Path(os.path.normpath(row.destination)).parent,
                                     Path(os.path.normpath(row.made_folder)))
     remove_empty_folders(folders, dest)
-    atomic_write(manifest, lambda tmp: plan.to_csv(tmp, index=False))
+    atomic_write(manifest, lambda tmp: plan.to_csv(tmp, index=False, errors=CSV_ENCODING_ERRORS))
     journal_path(manifest).unlink(missing_ok=True)  # merged into the manifest
     return plan
 

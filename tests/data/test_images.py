@@ -140,7 +140,8 @@ def test_a_jpeg_cut_in_half_is_truncated_even_after_another_library_allowed_trun
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the other library's setting is left as it was
 
 
-def test_a_jpeg_cut_in_half_loads_when_truncation_is_allowed(tmp_path, jpeg_bytes):
+def test_a_jpeg_cut_in_half_loads_when_truncation_is_allowed(tmp_path, jpeg_bytes, monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)  # as Pillow starts (another test's import may not)
     path = tmp_path / "half.jpg"
     path.write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
     loaded = load_rgb(path, allow_truncated=True)
@@ -492,7 +493,8 @@ def test_read_header_does_not_decode_pixels(tmp_path, monkeypatch):
 # --- concurrency and resources -------------------------------------------------------------
 
 
-def test_strict_and_tolerant_loads_can_run_in_parallel_threads(tmp_path, jpeg_bytes):
+def test_strict_and_tolerant_loads_can_run_in_parallel_threads(tmp_path, jpeg_bytes, monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)  # as Pillow starts
     truncated = tmp_path / "half.jpg"
     truncated.write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
     good = save(tmp_path / "good.png", asymmetric())

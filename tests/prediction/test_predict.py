@@ -389,7 +389,7 @@ def test_the_cli_offers_exactly_the_library_choices():
 
 
 def _release(fifo: Path) -> None:
-    """Lets a reader blocked on ``fifo`` go on (it reads nothing and records the file as empty)."""
+    """Lets a reader blocked on ``fifo`` go on (the file then fails as not_a_regular_file)."""
     try:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     except OSError:  # no reader: nothing to release
@@ -409,10 +409,23 @@ def _wait_for(path: Path, process: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
+# A FIFO named like a photo no longer blocks predict (it fails at once as not_a_regular_file), so
+# a read that hangs, as on a dead network mount, is played by a decoder that first opens the
+# FIFO of a file named stuck*: that open blocks until the test opens it for writing.
+HANGING_CLI = [CLI[0], "-c",
+               "import ecoclassify.prediction.runner as runner\n"
+               "real_load_rgb = runner.load_rgb\n"
+               "def load_rgb(path, **options):\n"
+               "    if path.name.startswith('stuck'):\n"
+               "        open(path, 'rb').close()\n"
+               "    return real_load_rgb(path, **options)\n"
+               "runner.load_rgb = load_rgb\n" + CLI[2]]
+
+
 @pytest.mark.slow
 def test_a_killed_process_resumes_to_exactly_the_uninterrupted_result(tmp_path, model_dir, classifier):
-    # A FIFO named like a photo blocks the process that opens it, like a read from a dead
-    # network mount: the run stops mid-way deterministically, so the signals never race the end.
+    # A read that hangs (see HANGING_CLI) stops the run mid-way deterministically, so the signals
+    # never race the end.
     first, second, third = (write_numbered(tmp_path / name, 60, start=60 * i)
                             for i, name in enumerate(("first", "second", "third")))
     stuck = [tmp_path / "stuck1.jpg", tmp_path / "stuck2.jpg"]
@@ -424,7 +437,7 @@ def test_a_killed_process_resumes_to_exactly_the_uninterrupted_result(tmp_path, 
             "-o", str(output), "--batch-size", "10", "--checkpoint-every", "20"]
 
     # 1. Ctrl-C while blocked on the first FIFO: exit 130 and a line saying how to resume.
-    process = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*HANGING_CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(parts / "part-000003.jsonl", process)  # all of first/ (60 images) is saved
         process.send_signal(signal.SIGINT)
@@ -438,7 +451,7 @@ def test_a_killed_process_resumes_to_exactly_the_uninterrupted_result(tmp_path, 
     coloured(stuck[0], "owl")
 
     # 2. --resume, then SIGKILL (no chance to clean up) while blocked on the second FIFO.
-    process = subprocess.Popen([*CLI, *args, "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen([*HANGING_CLI, *args, "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(parts / "part-000006.jsonl", process)  # first/, stuck1 and most of second/
         process.send_signal(signal.SIGKILL)
