@@ -53,6 +53,8 @@ TIME_SOURCES = ("exif", "mtime")
 UNEXPORTED_COLUMNS = ("root", "filepath", "reason", "detail")
 _MEDIATYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".tif": "image/tiff",
                ".tiff": "image/tiff", ".bmp": "image/bmp", ".webp": "image/webp"}
+_EMPTY_BEFORE_METHOD = ("",) * (OBSERVATION_COLUMNS.index("classificationMethod")
+                                - OBSERVATION_COLUMNS.index("scientificName") - 1)
 _TABLE_FILES = {"deployments": CAMTRAPDP_DEPLOYMENTS_FILE, "media": CAMTRAPDP_MEDIA_FILE,
                 "observations": CAMTRAPDP_OBSERVATIONS_FILE}
 
@@ -226,6 +228,7 @@ class _Builder:
         self.first: dt.datetime | None = None
         self.last: dt.datetime | None = None
         self.scientific: set[str] = set()
+        self.folders: dict[tuple[str, str], str] = {}
 
     def _kind(self, label: Any, top1: Any, score: Any) -> tuple[str, str]:
         """``(observationType, scientificName)`` of a label and its score."""
@@ -240,7 +243,10 @@ class _Builder:
 
     def _local_time(self, root: str, filepath: str, exif: Any) -> dt.datetime | None:
         if self.time_from == "exif":
-            return dt.datetime.fromisoformat(exif) if isinstance(exif, str) and exif else None
+            try:
+                return dt.datetime.fromisoformat(exif) if isinstance(exif, str) and exif else None
+            except ValueError:  # an edited predictions file; listed in unexported.csv, never guessed
+                return None
         try:
             return dt.datetime.fromtimestamp(os.stat(os.path.join(root, filepath)).st_mtime).replace(microsecond=0)
         except OSError:
@@ -265,14 +271,18 @@ class _Builder:
             site = self.sites[owner]
             local = self._local_time(root, filepath, when)
             if local is None:
-                leave("no_timestamp", "no EXIF capture time" if self.time_from == "exif" else "no modification time")
+                if self.time_from == "mtime":
+                    leave("no_timestamp", "no modification time (the file cannot be read)")
+                else:
+                    leave("no_timestamp", f"datetime {when!r} is not YYYY-MM-DD HH:MM:SS" if isinstance(when, str)
+                          and when else "no EXIF capture time")
                 continue
             stamp = local.replace(tzinfo=site.offset)
             if not site.start <= stamp <= site.end:
                 leave("outside_deployment", f"taken {format_timestamp(stamp)}, outside deployment {owner} "
                                             f"({format_timestamp(site.start)} to {format_timestamp(site.end)})")
                 continue
-            relative = Path(os.path.relpath(os.path.join(root, filepath), self.base)).as_posix()
+            relative = self._relative(root, filepath)
             try:
                 relative.encode("utf-8")
             except UnicodeEncodeError:
@@ -281,6 +291,15 @@ class _Builder:
             in_sequence = has_sequences and not pd.isna(sequence)
             self._add_media(owner, stamp, relative, label, top1, score,
                             (int(sequence), sequence_label, sequence_score) if in_sequence else None)
+
+    def _relative(self, root: str, filepath: str) -> str:
+        """``root/filepath`` relative to the common folder of the roots, with ``/``."""
+        folder, _, name = filepath.rpartition("/")
+        key = (root, folder)
+        if key not in self.folders:  # one relpath per folder, not per image
+            self.folders[key] = Path(os.path.relpath(os.path.join(root, folder), self.base)).as_posix()
+        prefix = self.folders[key]
+        return name if prefix == "." else f"{prefix}/{name}"
 
     def _add_media(self, owner: str, stamp: dt.datetime, relative: str, label: Any, top1: Any, score: Any,
                    sequence: tuple[int, Any, Any] | None) -> None:
@@ -308,12 +327,9 @@ class _Builder:
     def _observation(self, observation_id: str, owner: str, media_id: str, event_id: str, start: str, end: str,
                      level: str, kind: str, scientific: str, score: Any) -> tuple:
         probability = "" if pd.isna(score) else f"{float(score):.6g}"
-        values = {"observationID": observation_id, "deploymentID": owner, "mediaID": media_id, "eventID": event_id,
-                  "eventStart": start, "eventEnd": end, "observationLevel": level, "observationType": kind,
-                  "scientificName": scientific, "classificationMethod": self.machine[0],
-                  "classifiedBy": self.machine[1], "classificationTimestamp": self.machine[2],
-                  "classificationProbability": probability}
-        return tuple(values.get(column, "") for column in OBSERVATION_COLUMNS)
+        # The columns in OBSERVATION_COLUMNS order; the others (count, sex, bbox...) stay empty.
+        return (observation_id, owner, media_id, event_id, start, end, level, kind, "", scientific,
+                *_EMPTY_BEFORE_METHOD, *self.machine, probability, "", "")
 
     def add_events(self) -> None:
         """One event-level observation per sequence, labelled with the sequence label."""

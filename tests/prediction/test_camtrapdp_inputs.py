@@ -181,11 +181,16 @@ def test_images_without_time_outside_their_deployment_or_unreadable_are_listed_w
         ("CAM01/b.jpg", "ok", "deer", 0.9, "2023-01-01 00:00:00"),
         ("CAM01/c.jpg", "failed", "", 0.0, ""),
         ("CAM01/d.jpg", "ok", "fox", 0.7, "2024-05-05 12:00:00"),
+        ("CAM01/e.jpg", "ok", "fox", 0.7, "yesterday"),
     ])
     result = export(inputs)
     assert result.media == 1
-    assert read(inputs, "unexported")[["filepath", "reason"]].values.tolist() == [
-        ["CAM01/a.jpg", "no_timestamp"], ["CAM01/b.jpg", "outside_deployment"], ["CAM01/c.jpg", "failed"]]
+    assert read(inputs, "unexported")[["filepath", "reason", "detail"]].values.tolist() == [
+        ["CAM01/a.jpg", "no_timestamp", "no EXIF capture time"],
+        ["CAM01/b.jpg", "outside_deployment", "taken 2023-01-01T00:00:00+02:00, outside deployment CAM01 "
+                                              "(2024-05-01T08:00:00+02:00 to 2024-06-01T08:00:00+02:00)"],
+        ["CAM01/c.jpg", "failed", "truncated"],
+        ["CAM01/e.jpg", "no_timestamp", "datetime 'yesterday' is not YYYY-MM-DD HH:MM:SS"]]
 
 
 def test_time_from_mtime_reads_the_files_modification_time_as_local_camera_time(inputs, tmp_path):
@@ -214,3 +219,10 @@ def test_the_command_reports_bad_deployments_in_one_line_and_exits_1(inputs):
     assert result.returncode == 1
     assert "Error: " in result.stderr and "longitude must be between -180 and 180. Received: 200" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_commands_spelled_out_choices_equal_the_librarys():
+    from ecoclassify.cli.camtrapdp_command import TIME_SOURCES as CLI_TIME_SOURCES
+    from ecoclassify.prediction.camtrapdp import TIME_SOURCES
+
+    assert CLI_TIME_SOURCES == TIME_SOURCES
