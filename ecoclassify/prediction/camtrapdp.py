@@ -144,6 +144,8 @@ def export_camtrapdp(predictions: Path | str, deployments: Path | str, taxonomy:
     builder = _Builder(sites, taxa, min_score, time_from, md_base(sorted(set(frame["root"]))) or "/",
                        _classified_by(info), _classification_time(info, Path(predictions)),
                        meta["project"]["captureMethod"])
+    builder.unmatched = (f"its {deployment_column!r} is not a deploymentID" if deployment_column else
+                         "no folder of its path is named like a deploymentID")
     builder.add_rows(frame, owners)
     builder.add_events()
     result = CamtrapdpExport(output, len(sites), len(builder.media), len(builder.observations), builder.event_count,
@@ -229,6 +231,7 @@ class _Builder:
         self.last: dt.datetime | None = None
         self.scientific: set[str] = set()
         self.folders: dict[tuple[str, str], str] = {}
+        self.unmatched = ""
 
     def _kind(self, label: Any, top1: Any, score: Any) -> tuple[str, str]:
         """``(observationType, scientificName)`` of a label and its score."""
@@ -263,7 +266,7 @@ class _Builder:
                 self.unexported.append((root, filepath, reason, text))
 
             if not owner:
-                leave("no_deployment", "no folder of its path is named like a deploymentID")
+                leave("no_deployment", self.unmatched)
                 continue
             if status != "ok":
                 leave("failed", f"{error}: {detail}" if isinstance(detail, str) and detail else str(error))
@@ -326,7 +329,8 @@ class _Builder:
 
     def _observation(self, observation_id: str, owner: str, media_id: str, event_id: str, start: str, end: str,
                      level: str, kind: str, scientific: str, score: Any) -> tuple:
-        probability = "" if pd.isna(score) else f"{float(score):.6g}"
+        # Fixed-point, never 1e-07: every reader of the standard's "number" type takes it.
+        probability = "" if pd.isna(score) else (f"{float(score):.6f}".rstrip("0").rstrip(".") or "0")
         # The columns in OBSERVATION_COLUMNS order; the others (count, sex, bbox...) stay empty.
         return (observation_id, owner, media_id, event_id, start, end, level, kind, "", scientific,
                 *_EMPTY_BEFORE_METHOD, *self.machine, probability, "", "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping with contributors, project, ... Received: {type(data).__name__}")
     _refuse_unknown(data, METADATA_KEYS, where)
+    if data.get("name") is not None and not re.fullmatch(r"[-a-z0-9._/]+", str(data["name"])):
+        raise ConfigError(f"{where}: name must be lower-case letters, digits, '-', '_', '.' or '/' (a Data Package "
+                          f"name), e.g. my-camera-traps-2024. Received: {data['name']!r}")
     contributors = data.get("contributors")
     if not isinstance(contributors, list) or not contributors:
         raise ConfigError(f"{where}: contributors must be a list of people or organisations, e.g. "
