@@ -241,3 +241,57 @@ def test_the_command_writes_the_package_and_loads_no_tensorflow(real_run, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "14 media" in result.stdout and "3 image(s) not exported" in result.stdout
     assert (tmp_path / "package" / "datapackage.json").is_file()
+
+
+def test_validate_reads_every_image_of_a_reviewed_package(real_run, tmp_path):
+    from ecoclassify.config import Config
+    from ecoclassify.data.validation import validate
+
+    package = tmp_path / "package"
+    export(real_run, package)
+    observations = table(package, "observations")
+    observations["classificationMethod"] = "human"
+    observations.to_csv(package / "observations.csv", index=False)
+    config = Config.from_dict({"data": {"source": "camtrapdp", "labels": str(package / "datapackage.json"),
+                                        "root": str(real_run["cards"]), "image_size": 32, "min_images_per_class": 1,
+                                        "split": {"method": "group", "group_by": "site", "val": 0.2, "test": 0.2}},
+                               "model": {"backbone": "custom_cnn", "weights": "none"}})
+    prepared = validate(config)
+    assert len(prepared.samples) == 14 and len(prepared.excluded) == 0
+    assert set(prepared.samples["site"]) == {"LocA", "LocB"}
+
+
+def test_a_package_with_every_observation_type_and_optional_deployment_columns_validates(tmp_path):
+    _require_shared()
+    from tests.prediction.test_camtrapdp_inputs import write_predictions
+
+    labels = ["deer", "fox", "empty", "person", "car", "unknown"]
+    write_predictions(tmp_path / "predictions.csv", [
+        (f"CAM{i // 12 + 1:02d}/IMG_{i:04d}.JPG", "ok", labels[i % 6], 0.3 + 0.1 * (i % 6),
+         f"2024-05-02 06:{i:02d}:00") for i in range(24)] + [("CAM01/broken.JPG", "failed", "", 0.0, "")])
+    frame = pd.read_csv(tmp_path / "predictions.csv")
+    for name in ("empty", "person", "car"):
+        frame[f"prob_{name}"] = 0.0
+    frame["sequence_id"] = [i // 3 if i < 24 else None for i in range(len(frame))]
+    frame["sequence_id"] = frame["sequence_id"].astype("Int64")
+    frame["sequence_label"] = [labels[(i // 3) % 6] if i < 24 else "" for i in range(len(frame))]
+    frame["sequence_score"] = [0.7 if i < 24 else None for i in range(len(frame))]
+    frame.to_csv(tmp_path / "predictions.csv", index=False)
+    inputs = write_inputs(tmp_path / "inputs", deployments=[])
+    pd.DataFrame([{"deploymentID": f"CAM0{n}", "locationID": f"L{n}", "locationName": "Forêt", "latitude": -33.5,
+                   "longitude": 151.2 + n / 100, "coordinateUncertainty": "30", "deploymentStart":
+                   "2024-05-01T08:00:00+10:00", "deploymentEnd": "2024-06-01T08:00:00+10:00", "cameraModel":
+                   "Reconyx-HF2X", "cameraDelay": "0", "cameraHeight": "0.5", "cameraTilt": "-15",
+                   "cameraHeading": "270", "timestampIssues": "FALSE", "baitUse": "true", "featureType": "trailGame",
+                   "habitat": "dry forest", "deploymentTags": "area:north"} for n in (1, 2)]
+                 ).to_csv(inputs["deployments"], index=False)
+    pd.DataFrame({"class": ["deer", "fox", "empty", "person", "car"],
+                  "scientificName": ["Capreolus capreolus", "Vulpes vulpes", "", "", ""]}
+                 ).to_csv(inputs["taxonomy"], index=False)
+    result = export_camtrapdp(tmp_path / "predictions.csv", inputs["deployments"], inputs["taxonomy"],
+                              inputs["metadata"], tmp_path / "package", min_score=0.35)
+    assert validation_errors(tmp_path / "package") == []
+    observations = table(tmp_path / "package", "observations")
+    assert set(observations["observationType"]) == {"animal", "blank", "human", "vehicle", "unclassified"}
+    assert result.events == 8 and result.unexported == {"failed": 1}
+    assert table(tmp_path / "package", "deployments")["timestampIssues"].tolist() == ["false", "false"]
