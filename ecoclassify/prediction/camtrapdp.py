@@ -132,6 +132,7 @@ def export_camtrapdp(predictions: Path | str, deployments: Path | str, taxonomy:
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise RunError(f"the output folder {output} exists and is not empty; use --overwrite to replace the "
                        "package files in it, or give another folder")
+    _refuse_writing_over_inputs(output, predictions, deployments, taxonomy, metadata)
     frame, info = read_predictions(predictions)
     sites = read_deployments(Path(deployments))
     classes = list(info.get("classes") or [c[len("prob_"):] for c in frame.columns if c.startswith("prob_")])
@@ -158,6 +159,16 @@ def export_camtrapdp(predictions: Path | str, deployments: Path | str, taxonomy:
     _write_csv(output / CAMTRAPDP_UNEXPORTED_FILE, UNEXPORTED_COLUMNS, builder.unexported)
     write_json(output / CAMTRAPDP_PACKAGE_FILE, _descriptor(meta, sites, builder))
     return result
+
+
+def _refuse_writing_over_inputs(output: Path, *inputs: Path | str) -> None:
+    """``-o`` the folder of the inputs with ``--overwrite`` must not replace the user's own deployments.csv."""
+    written = {(output / name).resolve() for name in (*_TABLE_FILES.values(), CAMTRAPDP_PACKAGE_FILE,
+                                                      CAMTRAPDP_UNEXPORTED_FILE)}
+    clashes = [str(path) for path in inputs if Path(path).resolve() in written]
+    if clashes:
+        raise RunError(f"the package would replace its own input file(s) {', '.join(clashes)}; write the package to "
+                       f"another folder. Received: output '{output}'")
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: Any) -> Path:

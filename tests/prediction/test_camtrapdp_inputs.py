@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ecoclassify.errors import ConfigError, DataError
+from ecoclassify.errors import ConfigError, DataError, RunError
 from ecoclassify.prediction.camtrapdp import export_camtrapdp
 
 HEADER = ["deploymentID", "locationID", "latitude", "longitude", "deploymentStart", "deploymentEnd"]
@@ -226,3 +226,11 @@ def test_the_commands_spelled_out_choices_equal_the_librarys():
     from ecoclassify.prediction.camtrapdp import TIME_SOURCES
 
     assert CLI_TIME_SOURCES == TIME_SOURCES
+
+
+def test_the_package_never_replaces_its_own_input_files_even_with_overwrite(inputs, tmp_path):
+    before = inputs["deployments"].read_bytes()
+    with pytest.raises(RunError, match=r"would replace its own input file\(s\) .*deployments.csv"):
+        export({**inputs, "output": tmp_path}, overwrite=True)
+    assert inputs["deployments"].read_bytes() == before
+    assert not (tmp_path / "media.csv").exists()
