@@ -34,6 +34,7 @@ _LAZY = {
     "PredictOptions": "ecoclassify.prediction.options",
     "sort": "ecoclassify.prediction.sorting",
     "undo_sort": "ecoclassify.prediction.sorting",
+    "export_camtrapdp": "ecoclassify.prediction.camtrapdp",
     "benchmark": "ecoclassify.benchmarking",
     "export": "ecoclassify.exporting",
     "EcoclassifyError": "ecoclassify.errors",

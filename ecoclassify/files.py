@@ -49,6 +49,14 @@ TFLITE_FILE = "model.tflite"
 SAVED_MODEL_DIR = "saved_model"
 LABELS_TXT = "labels.txt"
 
+# --- Camtrap DP packages (``ecoclassify camtrapdp``; read by ``data.source: camtrapdp``) ----
+CAMTRAPDP_PACKAGE_FILE = "datapackage.json"
+CAMTRAPDP_DEPLOYMENTS_FILE = "deployments.csv"
+CAMTRAPDP_MEDIA_FILE = "media.csv"
+CAMTRAPDP_OBSERVATIONS_FILE = "observations.csv"
+#: Images of the predictions that are not in the package, with the reason.
+CAMTRAPDP_UNEXPORTED_FILE = "unexported.csv"
+
 
 def _read_umask() -> int:
     current = os.umask(0)

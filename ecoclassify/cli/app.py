@@ -20,6 +20,7 @@ from ecoclassify.errors import EcoclassifyError
 from ecoclassify.files import METRICS_FILE, REPORT_DIR
 from ecoclassify.cli.progress import ProgressBar
 from ecoclassify.cli.evaluate_command import evaluate_command
+from ecoclassify.cli.camtrapdp_command import camtrapdp_command
 from ecoclassify.cli.predict_commands import predict_command, sort_command
 from ecoclassify.cli.tool_commands import export_command, init_command
 
@@ -161,6 +162,7 @@ main.add_command(predict_command)
 main.add_command(sort_command)
 main.add_command(init_command)
 main.add_command(export_command)
+main.add_command(camtrapdp_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

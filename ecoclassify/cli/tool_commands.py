@@ -15,7 +15,7 @@ import click
 
 # Choices are written out rather than imported so that `ecoclassify --help` imports neither
 # pydantic nor TensorFlow; tests check they equal the library's.
-SOURCES = ("folders", "csv", "coco", "demo")
+SOURCES = ("folders", "csv", "coco", "demo", "camtrapdp")
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("float16", "int8")
 DEFAULT_BACKBONE = "vgg16"

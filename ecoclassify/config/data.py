@@ -59,7 +59,7 @@ class DemoConfig(Section):
 class DataConfig(Section):
     """``data``: where images and labels come from and how they are checked and split."""
 
-    source: Literal["folders", "csv", "coco", "demo"] = "folders"
+    source: Literal["folders", "csv", "coco", "demo", "camtrapdp"] = "folders"
     root: Optional[Path] = None
     labels: Optional[Path] = None
     image_size: tuple[int, int] = (224, 224)
@@ -95,8 +95,9 @@ class DataConfig(Section):
     def _source_needs(self) -> "DataConfig":
         if self.source == "folders" and self.root is None:
             raise ValueError("@root is required for source 'folders': the folder with one subfolder per class")
-        if self.source in ("csv", "coco") and self.labels is None:
-            kind = "a CSV file (filepath,label,...)" if self.source == "csv" else "a COCO Camera Traps JSON file"
+        if self.source in ("csv", "coco", "camtrapdp") and self.labels is None:
+            kind = {"csv": "a CSV file (filepath,label,...)", "coco": "a COCO Camera Traps JSON file",
+                    "camtrapdp": "a Camtrap DP datapackage.json or its folder"}[self.source]
             raise ValueError(f"@labels is required for source {self.source!r}: {kind}")
         overlap = set(self.include_labels or ()) & set(self.exclude_labels)
         if overlap:

@@ -38,19 +38,20 @@ DESCRIPTIONS: dict[str, str] = {
     "experiment.output_dir": "Folder in which run folders are created.",
     "experiment.seed": "Seed of the split, weight initialisation, shuffling, dropout and augmentation.",
     "data.source": "Where images and labels come from: class folders, a CSV file, COCO Camera Traps JSON, "
-                   "or the built-in synthetic demo set.",
-    "data.root": "Image folder. `folders`: one subfolder per class (required). `csv`/`coco`: base of relative "
+                   "a Camtrap DP package (human observations), or the built-in synthetic demo set.",
+    "data.root": "Image folder. `folders`: one subfolder per class (required). `csv`/`coco`/`camtrapdp`: base of relative "
                  "file paths (null: the labels file's folder). `demo`: where the demo set is generated "
                  "(null: `~/.cache/ecoclassify` or `$ECOCLASSIFY_CACHE`).",
     "data.labels": "Labels file, required for `csv` (columns `filepath,label` plus optional `site`, `datetime`, "
-                   "`sequence`, `split`, ...) and `coco` (COCO Camera Traps JSON).",
+                   "`sequence`, `split`, ...), `coco` (COCO Camera Traps JSON) and `camtrapdp` (the package's "
+                   "`datapackage.json` or its folder).",
     "data.image_size": "`[height, width]` the model takes (one number for a square), 8 to 2048 px and at least "
                        "the backbone's minimum per side; every image is resized to it. Pretrained backbones "
                        "were trained at their default size (`ecoclassify backbones`).",
     "data.on_corrupt": "An unreadable image (empty, truncated, not an image, too large) is left out and listed "
                        "in the run's `excluded.csv` (`exclude`), or stops the run (`error`).",
-    "data.multi_label": "`coco`: an image annotated with more than one label stops the run with a list of them "
-                        "(`error`), or is left out and listed in the run's `excluded.csv` (`drop`).",
+    "data.multi_label": "`coco`/`camtrapdp`: an image annotated with more than one label stops the run with a "
+                        "list of them (`error`), or is left out and listed in the run's `excluded.csv` (`drop`).",
     "data.min_images_per_class": "A class with fewer usable images stops the run (the message lists them).",
     "data.include_labels": "Keep only these labels (null: all); a label absent from the data is an error.",
     "data.exclude_labels": "Leave out these labels, e.g. `[unknown]`; may not repeat `include_labels`.",

@@ -33,6 +33,7 @@ _PLACEHOLDERS: dict[str, dict[str, str]] = {
     "csv": {"data.labels": "path/to/labels.csv"},
     "coco": {"data.labels": "path/to/coco_camera_traps.json"},
     "demo": {},
+    "camtrapdp": {"data.labels": "path/to/package/datapackage.json"},
 }
 
 _WIDTH = 100  # wrap description comments here

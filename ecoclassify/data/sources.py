@@ -1,4 +1,4 @@
-"""Data sources: turn ``data.source`` (folders, csv, coco, demo) into one table of samples.
+"""Data sources: turn ``data.source`` (folders, csv, coco, demo, camtrapdp) into one table of samples.
 
 Every source returns a pandas DataFrame with at least ``filepath`` (absolute path as a
 string) and ``label``, plus the optional columns it knows: ``site``, ``datetime``,
@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ecoclassify.config import DataConfig
+from ecoclassify.data.camtrapdp import read_camtrapdp
 from ecoclassify.data.demo import ensure_demo_dataset
 from ecoclassify.data.discovery import discover_images, is_hidden
 from ecoclassify.errors import DataError
@@ -62,7 +63,8 @@ def load_source(data: DataConfig) -> SourceResult:
         DataError: The root or labels file is missing or malformed, an image has more than one
             label, or a label filter names labels that do not exist.
     """
-    readers = {"folders": _read_folders, "csv": _read_csv, "coco": _read_coco, "demo": _read_demo}
+    readers = {"folders": _read_folders, "csv": _read_csv, "coco": _read_coco, "demo": _read_demo,
+               "camtrapdp": _read_camtrapdp}
     result = readers[data.source](data)
     result.samples = _apply_label_filter(result.samples, data, result.warnings)
     result.samples, refused = _refuse_unsafe_paths(result.samples, result.root, data.allow_outside_root,
@@ -295,6 +297,18 @@ def _read_coco(data: DataConfig) -> SourceResult:
     for column in ("site", "datetime", "sequence", "frame_num", "seq_num_frames"):
         if (frame[column] == "").all():
             frame = frame.drop(columns=column)
+    return SourceResult(frame.reset_index(drop=True), root, warnings, excluded=dropped)
+
+
+def _read_camtrapdp(data: DataConfig) -> SourceResult:
+    """A Camtrap DP package's human observations (see :mod:`ecoclassify.data.camtrapdp`)."""
+    if data.labels is None or not data.labels.exists():
+        raise DataError(f"data.labels must be an existing datapackage.json or its folder. Received: {str(data.labels)!r}")
+    frame, root, warnings, dropped = read_camtrapdp(data.labels, data.root, data.multi_label)
+    try:
+        frame = _refuse_multiple_labels(frame, str(data.labels), warnings)
+    except DataError as exc:
+        raise DataError(f"{exc} Or set data.multi_label: drop to leave them out (listed in excluded.csv).") from None
     return SourceResult(frame.reset_index(drop=True), root, warnings, excluded=dropped)
 
 

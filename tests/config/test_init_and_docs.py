@@ -168,7 +168,7 @@ def test_the_commented_stage_example_is_what_the_mode_expands_to(tmp_path):
 def test_starter_values_refuse_an_unknown_backbone_or_source():
     with pytest.raises(ConfigError, match=r"backbone must be one of: .*Received: 'mobilenet_v9'.*did you mean"):
         starter_values("mobilenet_v9")
-    with pytest.raises(ConfigError, match=r"source must be one of: folders, csv, coco, demo. Received: 'cvs'"):
+    with pytest.raises(ConfigError, match=r"source must be one of: folders, csv, coco, demo, camtrapdp. Received: 'cvs'"):
         starter_values("vgg16", "cvs")
 
 
