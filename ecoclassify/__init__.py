@@ -36,6 +36,7 @@ _LAZY = {
     "undo_sort": "ecoclassify.prediction.sorting",
     "benchmark": "ecoclassify.benchmarking",
     "export": "ecoclassify.exporting",
+    "crossval": "ecoclassify.crossvalidation",
     "EcoclassifyError": "ecoclassify.errors",
     "ConfigError": "ecoclassify.errors",
     "DataError": "ecoclassify.errors",

@@ -19,6 +19,7 @@ from ecoclassify._tf import quiet_tensorflow
 from ecoclassify.errors import EcoclassifyError
 from ecoclassify.cli.progress import ProgressBar
 from ecoclassify.cli.evaluate_command import evaluate_command
+from ecoclassify.cli.crossval_command import crossval_command
 from ecoclassify.cli.predict_commands import predict_command, sort_command
 from ecoclassify.cli.tool_commands import export_command, init_command
 
@@ -142,6 +143,7 @@ main.add_command(predict_command)
 main.add_command(sort_command)
 main.add_command(init_command)
 main.add_command(export_command)
+main.add_command(crossval_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
