@@ -211,6 +211,9 @@ def _scan_config(config: Config, group_by: Optional[str]) -> Config:
 
 
 def _check_group_column(samples: pd.DataFrame, column: str) -> None:
+    if column == "split":
+        raise ConfigError("--group-by cannot be 'split': crossval writes each fold's own split column. Copy the "
+                          "values to a column of another name to hold them out. Received: --group-by 'split'")
     if column not in samples.columns:
         listed = ", ".join(c for c in samples.columns if c not in ("filepath", "split")) or "none"
         raise DataError(f"--group-by {column!r} is not a column of the data. Columns found: {listed}")

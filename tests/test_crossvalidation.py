@@ -248,7 +248,7 @@ def test_a_group_column_with_one_value_is_refused_naming_it(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_crossval_needs_exactly_one_of_group_by_and_folds(tmp_path):
+def test_crossval_options_are_checked_before_anything_is_written(tmp_path):
     config = tiny_config(tmp_path, write_sites(tmp_path / "images", per_class=2))
     code, output = run_cli("crossval", str(config), "--group-by", "site", "--folds", "3")
     assert code == 2 and "exactly one of --group-by COLUMN" in output
@@ -256,6 +256,8 @@ def test_crossval_needs_exactly_one_of_group_by_and_folds(tmp_path):
     assert code == 2 and "Received: group_by=None, folds=None" in output
     code, output = run_cli("crossval", str(config), "--folds", "1")
     assert code == 2 and "--folds must be an integer of at least 2. Received: 1" in output
+    code, output = run_cli("crossval", str(config), "--group-by", "split")
+    assert code == 2 and "--group-by cannot be 'split'" in output
     code, output = run_cli("crossval", "--resume", str(tmp_path), "--set", "training.epochs=3")
     assert code == 2 and "--set changes a CONFIG" in output
     code, output = run_cli("crossval", "--resume", str(tmp_path))
