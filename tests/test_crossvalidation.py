@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +70,9 @@ def only_crossval_dir(tmp_path: Path) -> Path:
 
 
 def fold_dirs(cv_dir: Path) -> dict[str, Path]:
-    return {p.name.rsplit("-", 2)[0]: p for p in cv_dir.iterdir() if p.is_dir() and p.name.startswith("fold-")
-            and p.name != "fold-data"}
+    """The fold run folders (``fold-<name>-<timestamp>``) by fold name; folders kept aside are not runs."""
+    runs = (re.fullmatch(r"(fold-.+)-\d{8}-\d{6}(-\d+)?", p.name) for p in cv_dir.iterdir() if p.is_dir())
+    return {match.group(1): cv_dir / match.group(0) for match in runs if match}
 
 
 def test_leaving_one_site_out_trains_a_run_per_site_and_pools_their_predictions(tmp_path):
