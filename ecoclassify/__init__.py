@@ -37,6 +37,7 @@ _LAZY = {
     "export_camtrapdp": "ecoclassify.prediction.camtrapdp",
     "benchmark": "ecoclassify.benchmarking",
     "export": "ecoclassify.exporting",
+    "crossval": "ecoclassify.crossvalidation",
     "EcoclassifyError": "ecoclassify.errors",
     "ConfigError": "ecoclassify.errors",
     "DataError": "ecoclassify.errors",

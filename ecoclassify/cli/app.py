@@ -21,6 +21,9 @@ from ecoclassify.files import METRICS_FILE, REPORT_DIR
 from ecoclassify.cli.progress import ProgressBar
 from ecoclassify.cli.evaluate_command import evaluate_command
 from ecoclassify.cli.camtrapdp_command import camtrapdp_command
+
+
+from ecoclassify.cli.crossval_command import crossval_command
 from ecoclassify.cli.predict_commands import predict_command, sort_command
 from ecoclassify.cli.tool_commands import export_command, init_command
 
@@ -163,6 +166,9 @@ main.add_command(sort_command)
 main.add_command(init_command)
 main.add_command(export_command)
 main.add_command(camtrapdp_command)
+
+
+main.add_command(crossval_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

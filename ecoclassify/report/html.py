@@ -115,7 +115,8 @@ def render_html(context: ReportContext) -> str:
     nav = "".join(f'<a href="#{anchor}">{_e(name)}</a>' for anchor, name, _ in sections)
     body = "".join(f'<section id="{anchor}"><h2>{_e(name)}</h2>{content}</section>'
                    for anchor, name, content in sections)
-    what = "Test split of the training run" if m["kind"] == "training" else "Evaluation on a labelled set"
+    what = {"training": "Test split of the training run", "crossval": "Pooled out-of-fold predictions of a "
+            "cross-validation"}.get(m["kind"], "Evaluation on a labelled set")
     subtitle = (f"{what} · {test['n_images']} images · {len(test['classes'])} classes · "
                 f"created {m['created'].replace('T', ' ')}")
     return (

