@@ -30,6 +30,7 @@ from ecoclassify.errors import RunError
 from ecoclassify.prediction.md_categories import resolve_md_categories
 from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, checkpoint_path, file_sha256
+from ecoclassify.prediction.crops import predict_crops, warn_if_crop_model
 from ecoclassify.prediction.inputs import InputSpec, iter_work, resolve_inputs
 from ecoclassify.prediction.options import PredictOptions
 from ecoclassify.prediction.outputs import normalise_columns, now_iso, write_output
@@ -129,12 +130,15 @@ def predict(
         PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
     """
     options = PredictOptions.build(options, **kwargs)
+    if options.detections is not None:  # crops of the detector's boxes, not whole frames
+        return predict_crops(model, inputs, options, progress=progress)
     specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     output_path = options.output
     _check_existing(output_path, options.resume, options.overwrite)
     # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
     total = sum(1 for _ in iter_work(specs, options.recursive))
     classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
+    warn_if_crop_model(classifier)
     top_k = min(options.top_k, len(classifier.classes))
 
     checkpoint = None
