@@ -149,7 +149,7 @@ def read_detections(path: Path | str, fmt: str = "auto", root: Path | str | None
         raise DataError(f"the detections format must be one of: {', '.join(DETECTION_FORMATS)}. Received: {fmt!r}")
     if not path.exists():
         raise DataError(f"the detection file does not exist. Received: '{path}'")
-    if path.is_dir() or path.suffix.lower() == ".csv" or fmt == "camtrapdp":
+    if path.is_dir() or path.suffix.lower() == ".csv" or path.name == "datapackage.json" or fmt == "camtrapdp":
         return _read_camtrapdp(path)
     data = _load_json(path)
     if fmt == "auto":
