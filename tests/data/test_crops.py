@@ -138,3 +138,36 @@ def test_a_model_trained_on_crops_records_how_in_labels_json_and_splits_csv(tmp_
     assert list(splits.columns) == ["filepath", "label", "group", "split", "box"] and len(splits) == 20
     excluded = pd.read_csv(run.run_dir / "excluded.csv", dtype=str)
     assert set(excluded["error"]) == {"no_detection"}
+
+
+@pytest.mark.shared
+def test_real_megadetector_output_for_the_shared_images_gives_one_crop_per_confident_animal_box(shared_dir, tmp_path):
+    base = shared_dir / "data" / "camera-traps"
+    md = base / "detections" / "detections.json"
+    data = json.loads(md.read_text())
+    table = pd.read_csv(base / "coarse.csv", dtype=str, keep_default_na=False)
+    covered = table[table["filepath"].isin({image["file"] for image in data["images"]})]
+    assert len(covered) == 44 and len(table) == 471  # the detection file covers 44 of the 471 images
+    labels = tmp_path / "covered.csv"
+    covered[covered["label"] != "exclude"].to_csv(labels, index=False)
+    config = Config.from_dict({
+        "experiment": {"name": "real", "output_dir": str(tmp_path / "runs")},
+        "data": {"source": "csv", "labels": str(labels), "root": str(base), "image_size": 32,
+                 "min_images_per_class": 1, "split": {"method": "group", "group_by": "site", "val": 0.0, "test": 0.3},
+                 "crops": {"detections": str(md)}},
+    })
+    prepared = prepare_data(config)
+    # Expected independently: animal boxes (category "1") at conf >= 0.2, per image.
+    expected = {image["file"]: sum(1 for d in image["detections"] if d["category"] == "1" and d["conf"] >= 0.2)
+                for image in data["images"] if image["file"] in set(covered.loc[covered["label"] != "exclude",
+                                                                                 "filepath"])}
+    crops = prepared.samples.assign(file=[Path(p).relative_to(base).as_posix() for p in prepared.samples["filepath"]])
+    assert crops.groupby("file").size().to_dict() == {f: n for f, n in expected.items() if n}
+    assert crops.groupby("file")["split"].nunique().max() == 1
+    no_box = prepared.excluded[prepared.excluded["error"] == "no_detection"]
+    assert sorted(Path(p).relative_to(base).as_posix() for p in no_box["filepath"]) == sorted(
+        f for f, n in expected.items() if n == 0)
+    first = crops.iloc[0]
+    loaded = load_crops(first["filepath"], [tuple(float(v) for v in first["box"].split(","))], (64, 64),
+                        margin=0.1, square=True)
+    assert loaded.arrays[0].shape == (64, 64, 3) and loaded.arrays[0].std() > 5  # a real picture, not padding
