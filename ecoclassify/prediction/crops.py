@@ -119,6 +119,30 @@ def predict_crops(model: str | os.PathLike | LoadedClassifier, inputs: Any, opti
     skipped: collections.Counter[str] = collections.Counter()
     items = list(iter_work(specs, options.recursive, on_skip=lambda path, reason: skipped.update([reason])))
     classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
+    started = time.perf_counter()
+    frame, box_frame, images, settings, warnings = label_items(classifier, items, detections, options, progress)
+    seconds = time.perf_counter() - started
+    top_k = min(options.top_k, len(classifier.classes))
+    summary = _summary(frame, box_frame, skipped, seconds, output)
+    metadata = _metadata(classifier, detections, options, settings, top_k, frame, summary, warnings)
+    frame.attrs.update(boxes=box_frame, summary=summary, metadata=metadata)
+    if output is not None:
+        matched = {(image.item.root, image.item.filepath): image.key for image in images if image.key is not None}
+        write_crop_outputs(frame, box_frame, output, options.fmt, metadata, detections, matched)
+    return frame
+
+
+def label_items(classifier: LoadedClassifier, items: list[WorkItem], detections: Detections, options: PredictOptions,
+                progress: Optional[Callable[[int, int], None]] = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame, list[_Image], dict[str, Any], list[str]]:
+    """Classify the boxes of ``items`` and label each image from them (see the module docstring).
+
+    Returns:
+        ``(image rows, box rows, matched images, crop settings used, warnings)``.
+
+    Raises:
+        DataError: The detection file covers none of the items.
+    """
     trained = model_crop_settings(classifier)
     warnings = [] if trained is not None else [
         f"{classifier.path} was trained on whole frames, not on detector crops: its results on crops may be worse"]
@@ -130,19 +154,11 @@ def predict_crops(model: str | os.PathLike | LoadedClassifier, inputs: Any, opti
         if value is not None:
             settings[name] = value
     images = _match(items, detections, settings["min_confidence"], options.detection_categories)
-    started = time.perf_counter()
     decoded = _classify(classifier, images, options, settings, progress)
-    seconds = time.perf_counter() - started
     top_k = min(options.top_k, len(classifier.classes))
     box_frame = build_box_frame(decoded, classifier.classes, top_k)
     frame = build_image_frame(decoded, box_frame, classifier.classes, top_k, options.threshold)
-    summary = _summary(frame, box_frame, skipped, seconds, output)
-    metadata = _metadata(classifier, detections, options, settings, top_k, frame, summary, warnings)
-    frame.attrs.update(boxes=box_frame, summary=summary, metadata=metadata)
-    if output is not None:
-        matched = {(image.item.root, image.item.filepath): image.key for image in images if image.key is not None}
-        write_crop_outputs(frame, box_frame, output, options.fmt, metadata, detections, matched)
-    return frame
+    return frame, box_frame, images, settings, warnings
 
 
 def _output_paths(output: Path, fmt: str) -> list[Path]:
