@@ -220,7 +220,8 @@ def evaluate(
 def _evaluate_crops(model_path: Path, samples: pd.DataFrame, source: Any, data_config: DataConfig, detections: Path,
                     out_dir: Optional[Path], compare_with: Union[str, Path, None], group_by: Optional[str],
                     batch_size: int) -> EvaluationResult:
-    from ecoclassify.prediction.crop_evaluation import IMAGE_PREDICTIONS_FILE, evaluate_on_detections
+    from ecoclassify.files import EXCLUDED_FILE, IMAGE_PREDICTIONS_FILE
+    from ecoclassify.prediction.crop_evaluation import evaluate_on_detections
     from ecoclassify.prediction.options import PredictOptions
 
     if out_dir is None:
@@ -228,7 +229,7 @@ def _evaluate_crops(model_path: Path, samples: pd.DataFrame, source: Any, data_c
     metrics = evaluate_on_detections(model_path, samples, source.root, detections, out_dir, compare_with=compare_with,
                                      group_by=group_by, options=PredictOptions(batch_size=batch_size))
     predictions = pd.read_csv(out_dir / IMAGE_PREDICTIONS_FILE)
-    excluded = pd.read_csv(out_dir / "excluded.csv")
+    excluded = pd.read_csv(out_dir / EXCLUDED_FILE)
     classes = sorted({row["class"] for row in metrics["image_level"]["per_class"]})
     return EvaluationResult(out_dir, metrics, classes, predictions, excluded, {}, list(source.warnings))
 

@@ -28,17 +28,19 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from ecoclassify.data.detections import read_detections
-from ecoclassify.files import atomic_write
+from ecoclassify.files import (
+    CROP_METRICS_FILE,
+    CROP_PREDICTIONS_FILE,
+    EXCLUDED_FILE,
+    IMAGE_PREDICTIONS_FILE,
+    PER_SITE_FILE,
+    atomic_write,
+)
 from ecoclassify.models.io import load_classifier
 from ecoclassify.prediction.crops import BLANK, label_items
 from ecoclassify.prediction.inputs import WorkItem
 from ecoclassify.prediction.md_categories import default_md_category
 from ecoclassify.prediction.options import PredictOptions
-
-IMAGE_PREDICTIONS_FILE = "image_predictions.csv"
-CROP_PREDICTIONS_FILE = "crop_predictions.csv"
-PER_SITE_FILE = "per_site.csv"
-CROP_METRICS_FILE = "crop_metrics.json"
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
@@ -119,7 +121,7 @@ def evaluate_on_detections(model: str | os.PathLike, samples: pd.DataFrame, root
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / IMAGE_PREDICTIONS_FILE, lambda tmp: frame.to_csv(tmp, index=False))
     atomic_write(out_dir / CROP_PREDICTIONS_FILE, lambda tmp: classified.to_csv(tmp, index=False))
-    atomic_write(out_dir / "excluded.csv", lambda tmp: excluded.to_csv(tmp, index=False))
+    atomic_write(out_dir / EXCLUDED_FILE, lambda tmp: excluded.to_csv(tmp, index=False))
     if column:
         atomic_write(out_dir / PER_SITE_FILE, lambda tmp: per_site.to_csv(tmp, index=False))
     atomic_write(out_dir / CROP_METRICS_FILE,
