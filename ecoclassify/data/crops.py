@@ -258,7 +258,7 @@ def expand_to_crops(samples: pd.DataFrame, excluded: pd.DataFrame, crops: Any, r
         ``(crop samples, excluded, warnings)``. Crop samples keep every column of their image and
         add ``box`` (``"x,y,w,h"``, ``""`` for a whole-frame ``empty_label`` sample),
         ``box_conf`` and ``box_category``; a box with its own label (COCO, Camtrap DP
-        annotations) is labelled with it. Images without a detector result (missing from the
+        annotations, ``gt_label``) is labelled with it when that label is one of the data's labels. Images without a detector result (missing from the
         file, listed twice, failed) are excluded with that reason.
 
     Raises:
@@ -267,6 +267,9 @@ def expand_to_crops(samples: pd.DataFrame, excluded: pd.DataFrame, crops: Any, r
     boxes_per_image, too_small, detections = _boxes_of_images(samples, crops, root)
     warnings = [f"detections: {detections.summary()}"]
     rows, left_out = [], []
+    # A box's own label counts only in the data's vocabulary: an annotator's species name
+    # ("Red Fox") must not turn into a class beside the data's own ("carnivore").
+    known = set(samples["label"])
     for sample, (boxes, reason) in zip(samples.to_dict("records"), boxes_per_image):
         if reason is None and not boxes and crops.empty_label is not None:
             rows.append({**sample, "label": crops.empty_label, "box": "", "box_conf": "", "box_category": ""})
@@ -277,7 +280,8 @@ def expand_to_crops(samples: pd.DataFrame, excluded: pd.DataFrame, crops: Any, r
                              "detail": reason or NO_DETECTION})
             continue
         for box in boxes:
-            rows.append({**sample, "label": box.label or sample["label"], "box": box.as_text(),
+            own = box.label if box.label in known else None
+            rows.append({**sample, "label": own or sample["label"], "box": box.as_text(),
                          "box_conf": f"{box.conf:.4f}", "box_category": box.category})
     expanded = pd.DataFrame(rows, columns=list(samples.columns) + ["box", "box_conf", "box_category"])
     if too_small:

@@ -7,7 +7,8 @@ The images are labelled exactly as ``predict --detections`` labels them
   without a box above the threshold, counted as the data's empty class when it has one, e.g.
   ``empty`` or ``blank``) against its label;
 - **crop level**: each classified box's top-1 label against the box's own label where the
-  detection file has one (``gt_label``, COCO, Camtrap DP), else its image's label;
+  detection file has one (``gt_label``, COCO, Camtrap DP) and it is one of the data's labels,
+  else its image's label;
 - **per site** (``site``/``camera`` or ``group_by``): accuracy and macro-F1 of the image-level
   labels, and, given a whole-frame model to compare with, the same for its predictions on the
   same images (read by predict's own decoder).
@@ -105,7 +106,9 @@ def evaluate_on_detections(model: str | os.PathLike, samples: pd.DataFrame, root
 
     classified = boxes[boxes["classified"]].copy()
     own = _box_labels(detections, classified)
-    classified["true_label"] = [own.get(i) or truth.get(f) for i, f in zip(classified.index, classified["filepath"])]
+    known = set(truth.values())  # an annotator's own name outside the data's labels is not the truth here
+    classified["true_label"] = [own.get(i) if own.get(i) in known else truth.get(f)
+                                for i, f in zip(classified.index, classified["filepath"])]
 
     metrics: dict[str, Any] = {
         "model": str(classifier.path), "detections": str(detections_path), "crop_settings": settings,

@@ -171,3 +171,19 @@ def test_real_megadetector_output_for_the_shared_images_gives_one_crop_per_confi
     loaded = load_crops(first["filepath"], [tuple(float(v) for v in first["box"].split(","))], (64, 64),
                         margin=0.1, square=True)
     assert loaded.arrays[0].shape == (64, 64, 3) and loaded.arrays[0].std() > 5  # a real picture, not padding
+
+
+def test_a_boxs_own_label_is_used_only_when_it_is_one_of_the_datas_labels(tmp_path):
+    root = tmp_path / "images"
+    make_crop_set(root)
+    coco = tmp_path / "boxes.json"
+    images = [{"id": i, "file_name": f"{label}/img{n}.jpg", "width": SIZE[1], "height": SIZE[0]}
+              for i, (label, n) in enumerate((label, n) for label in COLOURS for n in range(6))]
+    annotations = [{"id": f"a{i}", "image_id": i, "category_id": 1, "bbox": [10, 20, 40, 30]} for i in range(12)]
+    annotations.append({"id": "fox-in-deer", "image_id": 0, "category_id": 2, "bbox": [100, 60, 40, 40]})
+    coco.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "Red Deer"}, {"id": 2, "name": "fox"}]}))
+    prepared = prepare_data(crop_config(root, coco))
+    first = prepared.samples[prepared.samples["filepath"] == str(root / "deer" / "img0.jpg")]
+    assert sorted(first["label"]) == ["deer", "fox"]  # "Red Deer" is no label of the data: the image's label counts
+    assert prepared.classes == ["deer", "fox"]

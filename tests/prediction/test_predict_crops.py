@@ -192,3 +192,17 @@ def test_a_crop_model_used_on_whole_frames_warns(card, model_dir, tmp_path, capl
     with caplog.at_level("WARNING"):
         predict(crop_model, folder / "cam1" / "owl.jpg")
     assert "trained on detector crops" in caplog.text
+
+
+def test_a_listed_file_gone_since_detection_is_a_not_found_failure_and_a_resized_one_keeps_its_boxes(card, model_dir):
+    folder, md = card
+    owl = Image.open(folder / "cam1" / "owl.jpg")
+    owl.resize((WIDTH * 2, HEIGHT * 2)).save(folder / "cam1" / "owl.jpg", quality=95)  # boxes are normalised
+    (folder / "cam1" / "empty.jpg").unlink()
+    (folder / "cam1" / "deer_and_fox.jpg").unlink()
+    listing = folder / "files.txt"
+    listing.write_text("cam1/owl.jpg\ncam1/empty.jpg\ncam1/deer_and_fox.jpg\n")
+    rows = predict(model_dir, listing, detections=md, **CROP).set_index("filepath")
+    assert tuple(rows.loc["cam1/deer_and_fox.jpg", ["status", "error"]]) == ("failed", "not_found")
+    assert tuple(rows.loc["cam1/empty.jpg", ["status", "error"]]) == ("failed", "not_found")
+    assert (rows.loc["cam1/owl.jpg", "label"], rows.loc["cam1/owl.jpg", "width"]) == ("owl", WIDTH * 2)
