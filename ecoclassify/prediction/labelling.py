@@ -109,7 +109,8 @@ def predict(
             ``resume`` continues from the checkpoint of an interrupted run with the same model
             and inputs (only files not yet classified are read, failed ones are retried);
             ``engine="dask"`` labels chunks on Dask workers with the same output (needs
-            ``pip install 'ecoclassify[dask]'``).
+            ``pip install 'ecoclassify[dask]'``); ``detections=`` a detector's output classifies
+            the crops of its boxes instead (:func:`ecoclassify.prediction.crops.predict_crops`).
         progress: Called as ``progress(advance, total)`` as files are done.
         **kwargs: The fields of :class:`~ecoclassify.prediction.options.PredictOptions`.
 
