@@ -258,8 +258,9 @@ def expand_to_crops(samples: pd.DataFrame, excluded: pd.DataFrame, crops: Any, r
         ``(crop samples, excluded, warnings)``. Crop samples keep every column of their image and
         add ``box`` (``"x,y,w,h"``, ``""`` for a whole-frame ``empty_label`` sample),
         ``box_conf`` and ``box_category``; a box with its own label (COCO, Camtrap DP
-        annotations, ``gt_label``) is labelled with it when that label is one of the data's labels. Images without a detector result (missing from the
-        file, listed twice, failed) are excluded with that reason.
+        annotations, ``gt_label``) is labelled with it when that label is one of the data's labels.
+        Images without a detector result (missing from the file, listed twice, failed) are
+        excluded with that reason.
 
     Raises:
         DataError: The detection file covers none of the images.

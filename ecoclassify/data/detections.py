@@ -188,7 +188,8 @@ def normalise_file(value: Any) -> tuple[Optional[str], Optional[str]]:
     return "/".join(parts), None
 
 
-def _clip_box(values: Any, conf: Any, problems: collections.Counter) -> Optional[tuple[float, float, float, float, float]]:
+def _clip_box(values: Any, conf: Any,
+              problems: collections.Counter) -> Optional[tuple[float, float, float, float, float]]:
     """A normalised box clipped to the frame with its confidence, or None (counted) when unusable."""
     try:
         x, y, w, h = (float(v) for v in values)

@@ -39,8 +39,8 @@ def write_crop_outputs(frame: pd.DataFrame, boxes: pd.DataFrame, output: Path, f
     if fmt == "json":
         def write(tmp: Path) -> None:
             with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump({"ecoclassify": metadata, "predictions": list(_records(frame)), "boxes": list(_records(boxes))},
-                          handle, ensure_ascii=False, allow_nan=False, default=str)
+                data = {"ecoclassify": metadata, "predictions": list(_records(frame)), "boxes": list(_records(boxes))}
+                json.dump(data, handle, ensure_ascii=False, allow_nan=False, default=str)
         return [atomic_write(output, write)]
     return [write_md_boxes(frame, boxes, output, metadata, detections, matched)]
 

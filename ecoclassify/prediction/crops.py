@@ -334,7 +334,8 @@ def build_image_frame(decoded: list[_Decoded], boxes: pd.DataFrame, classes: lis
                        detection_conf=float(group["detection_conf"].max()), box=best["box"])
             for j in range(top_k):
                 if f"top{j + 1}_label" in best.index:
-                    out[f"top{j + 1}_label"], out[f"top{j + 1}_score"] = best[f"top{j + 1}_label"], best[f"top{j + 1}_score"]
+                    name, score = f"top{j + 1}_label", f"top{j + 1}_score"
+                    out[name], out[score] = best[name], best[score]
             if bool(best["classified"]):
                 out.update({f"prob_{name}": float(best[f"prob_{name}"]) for name in classes})
         rows.append(out)
