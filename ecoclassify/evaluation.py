@@ -72,6 +72,8 @@ def evaluate(
     batch_size: int = 32,
     progress: Optional[Callable[[int, int], None]] = None,
     predict_progress: Optional[Callable[[int, int], None]] = None,
+    detections: Union[str, Path, None] = None,
+    compare_with: Union[str, Path, None] = None,
 ) -> EvaluationResult:
     """Evaluate a trained classifier on a labelled set and write a report into a new folder.
 
@@ -98,6 +100,12 @@ def evaluate(
         batch_size: Images per prediction batch.
         progress: Called as ``progress(advance, total)`` while images are checked.
         predict_progress: Called as ``progress(advance, total)`` while images are labelled.
+        detections: A detector's output for the images (``file`` relative to the data's root):
+            evaluate a crop model on its boxes instead (image-level, crop-level and per-site
+            scores; see :mod:`ecoclassify.prediction.crop_evaluation`). ``unknown_labels`` and
+            ``target_precisions`` do not apply: labels the model does not know count as errors.
+        compare_with: With ``detections``: a whole-frame model whose per-site scores on the
+            same images are put beside the crop model's.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -136,6 +144,9 @@ def evaluate(
     if group_by and group_by not in samples.columns:
         raise DataError(f"group_by {group_by!r} is not a column of the data. Columns found: "
                         f"{', '.join(c for c in samples.columns if c != 'filepath')}")
+    if detections is not None:
+        return _evaluate_crops(model_path, samples, source, data_config, Path(detections), out_dir, compare_with,
+                               group_by, batch_size)
     classes = list(classifier.classes)
     unknown = {str(k): int(v) for k, v in samples.loc[~samples["label"].isin(classes), "label"]
                .value_counts().sort_index().items()}
@@ -209,6 +220,23 @@ def evaluate(
     predictions = pd.read_csv(out_dir / PREDICTIONS_FILE)
     return EvaluationResult(out_dir, report.metrics, eval_classes, predictions, excluded, unknown,
                             list(source.warnings))
+
+
+def _evaluate_crops(model_path: Path, samples: pd.DataFrame, source: Any, data_config: DataConfig, detections: Path,
+                    out_dir: Optional[Path], compare_with: Union[str, Path, None], group_by: Optional[str],
+                    batch_size: int) -> EvaluationResult:
+    from ecoclassify.files import EXCLUDED_FILE, IMAGE_PREDICTIONS_FILE
+    from ecoclassify.prediction.crop_evaluation import evaluate_on_detections
+    from ecoclassify.prediction.options import PredictOptions
+
+    if out_dir is None:
+        out_dir = new_run_dir(model_path.parent / EVALUATIONS_DIR, _data_name(data_config) + "-crops")
+    metrics = evaluate_on_detections(model_path, samples, source.root, detections, out_dir, compare_with=compare_with,
+                                     group_by=group_by, options=PredictOptions(batch_size=batch_size))
+    predictions = pd.read_csv(out_dir / IMAGE_PREDICTIONS_FILE)
+    excluded = pd.read_csv(out_dir / EXCLUDED_FILE)
+    classes = sorted({row["class"] for row in metrics["image_level"]["per_class"]})
+    return EvaluationResult(out_dir, metrics, classes, predictions, excluded, {}, list(source.warnings))
 
 
 def data_config_for(data: DataSpec, *, image_size: tuple[int, int], root: Union[str, Path, None] = None

@@ -42,6 +42,11 @@ TEST_PREDICTIONS_FILE = "predictions_test.csv"
 PREDICTIONS_FILE = "predictions.csv"
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
+#: ``evaluate --detections``: scores, per-image and per-box predictions, the per-site table.
+CROP_METRICS_FILE = "crop_metrics.json"
+IMAGE_PREDICTIONS_FILE = "image_predictions.csv"
+CROP_PREDICTIONS_FILE = "crop_predictions.csv"
+PER_SITE_FILE = "per_site.csv"
 
 # --- exports (``RUN_DIR/export/<format>/`` by default) ------------------------------------
 EXPORT_DIR = "export"

@@ -37,9 +37,15 @@ from ecoclassify.files import HTML_FILE
               "report.target_precisions).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="Images per prediction batch.")
+@click.option("--detections", type=click.Path(exists=True, path_type=Path),
+              help="A detector's output for the images (MegaDetector JSON...; paths relative to the data's root): "
+                   "score a crop model per image, per crop and per site.")
+@click.option("--compare-with", type=click.Path(exists=True, path_type=Path), metavar="RUN_DIR|MODEL",
+              help="With --detections: a whole-frame model to compare per site on the same images.")
 def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Optional[Path], overwrite: bool,
                      unknown_labels: str, exclude_labels: tuple[str, ...], group_by: Optional[str],
-                     target_precisions: tuple[float, ...], batch_size: int) -> None:
+                     target_precisions: tuple[float, ...], batch_size: int, detections: Optional[Path],
+                     compare_with: Optional[Path]) -> None:
     """Evaluate a trained model on a labelled set and write a report into a new folder.
 
     RUN_DIR|MODEL is a run folder or a .keras file with its labels.json beside it. The report
@@ -54,8 +60,26 @@ def evaluate_command(model: Path, data: Path, root: Optional[Path], output: Opti
         result = evaluate(model, data, output, unknown_labels=unknown_labels, overwrite=overwrite, root=root,  # type: ignore[arg-type]
                           exclude_labels=exclude_labels, group_by=group_by,
                           target_precisions=list(target_precisions) or None, batch_size=batch_size,
-                          progress=progress, predict_progress=labelling)
+                          progress=progress, predict_progress=labelling, detections=detections,
+                          compare_with=compare_with)
+    if detections is not None:
+        click.echo(crop_summary_text(result.metrics, result.output_dir))
+        return
     click.echo(summary_text(result.metrics, result.output_dir))
+
+
+def crop_summary_text(metrics: dict[str, Any], output_dir: Path) -> str:
+    """The few lines printed after ``evaluate --detections``."""
+    lines = [f"tables: {output_dir}"]
+    for level in ("image_level", "crop_level"):
+        scores = metrics[level]
+        if scores["n"]:
+            lines.append(f"{level.replace('_', ' ')}: {scores['n']} {'images' if level == 'image_level' else 'crops'}, "
+                         f"accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}")
+    left_out = metrics["images_listed"] - metrics["images_evaluated"]
+    if left_out:
+        lines.append(f"{left_out} image(s) without a detector result or unreadable (see excluded.csv)")
+    return "\n".join(lines)
 
 
 def summary_text(metrics: dict[str, Any], output_dir: Path) -> str:

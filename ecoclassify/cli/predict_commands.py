@@ -73,16 +73,28 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
               help="local: threads in this process; dask: chunks on Dask workers (pip install 'ecoclassify[dask]').")
 @click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running Dask scheduler (else a LocalCluster).")
 @click.option("--workers", type=click.IntRange(min=1), help="With --engine dask: LocalCluster worker processes.")
+@click.option("--detections", type=click.Path(exists=True, path_type=Path),
+              help="A detector's output (MegaDetector JSON, COCO Camera Traps, Camtrap DP; file paths relative to "
+                   "INPUT): classify the crops of its boxes, label each image from them, and write one row per box "
+                   "too (OUTPUT.boxes.csv for csv).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1),
+              help="With --detections: ignore boxes below this detector confidence [default: the model's training "
+                   "setting, else 0.2].")
+@click.option("--detection-category", "detection_categories", multiple=True, metavar="CATEGORY",
+              help="With --detections: box categories to classify (repeatable) [default: animal]; other boxes above "
+                   "the threshold keep their category as label.")
 def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_size: int, top_k: int,
                     threshold: float | None, recursive: bool, fmt: str | None, checkpoint_every: int, resume: bool,
                     overwrite: bool, sequence_gap: float | None, md_category: tuple[str, ...], allow_truncated: bool,
                     max_pixels: int | None, threads: int | None, engine: str, scheduler: str | None,
-                    workers: int | None) -> None:
+                    workers: int | None, detections: Path | None, min_confidence: float | None,
+                    detection_categories: tuple[str, ...]) -> None:
     """Label every image in INPUT (folders, image files, or text files listing paths) with MODEL.
 
     MODEL is a run folder or a .keras file with labels.json beside it. Writes one row per image
     file to OUTPUT, failures included with their reason; prints a summary. Ctrl-C saves a
-    checkpoint: run the same command with --resume to continue.
+    checkpoint: run the same command with --resume to continue. With --detections, the boxes of a
+    detector (MegaDetector...) are classified instead of whole frames.
     """
     from ecoclassify.prediction.labelling import format_summary, predict
     from ecoclassify.prediction.md_categories import parse_md_category_options
@@ -92,6 +104,11 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
     if fmt is None:
         fmt = "json" if output.suffix.lower() == ".json" else "csv"
     limits = {} if max_pixels is None else {"max_pixels": max_pixels}  # None: the library's default
+    if detections is not None:
+        limits.update(detections=detections, min_confidence=min_confidence,
+                      **({"detection_categories": list(detection_categories)} if detection_categories else {}))
+    elif min_confidence is not None or detection_categories:
+        raise click.UsageError("--min-confidence and --detection-category need --detections")
     options = PredictOptions.build(
         output=output, batch_size=batch_size, top_k=top_k, threshold=threshold, recursive=recursive, fmt=fmt,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, sequence_gap=sequence_gap,

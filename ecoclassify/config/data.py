@@ -56,6 +56,35 @@ class DemoConfig(Section):
     image_size: int = Field(64, ge=16, le=512)
 
 
+class CropsConfig(Section):
+    """``data.crops``: train on the boxes a detector (MegaDetector...) found instead of whole frames.
+
+    Defaults follow the field's practice: every animal box above MegaDetector's usual 0.2
+    threshold (animl, MEWC), widened by 10 % and squared so the animal keeps its shape (DeepFaune
+    squares its crops too); boxes under 32 px are too small to classify.
+    """
+
+    detections: Path
+    format: Literal["auto", "md", "coco", "camtrapdp"] = "auto"
+    min_confidence: float = Field(0.2, ge=0.0, le=1.0)
+    categories: Optional[list[str]] = Field(default_factory=lambda: ["animal"])
+    boxes: Literal["all", "best"] = "all"
+    margin: float = Field(0.1, ge=0.0, le=1.0)
+    square: bool = True
+    min_size_px: int = Field(32, ge=1)
+    empty_label: Optional[str] = Field(None, min_length=1)
+
+    _resolve_detections = field_validator("detections")(_resolve)
+
+    @field_validator("categories")
+    @classmethod
+    def _some_categories(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and not value:
+            raise ValueError("must name at least one category (e.g. [animal]) or be null for every category. "
+                             "Received: []")
+        return value
+
+
 class DataConfig(Section):
     """``data``: where images and labels come from and how they are checked and split."""
 
@@ -72,6 +101,7 @@ class DataConfig(Section):
     allow_outside_root: bool = False
     split: SplitConfig = Field(default_factory=SplitConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    crops: Optional[CropsConfig] = None
 
     _resolve_paths = field_validator("root", "labels")(_resolve)
 

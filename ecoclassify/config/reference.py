@@ -67,6 +67,27 @@ DESCRIPTIONS: dict[str, str] = {
     "data.split.test": "Fraction held out for the test metrics; unused by `predefined`. `val + test` < 0.95.",
     "data.split.group_by": "Column whose values never straddle two splits, required by `method: group`: "
                            "`site`, `sequence` or any CSV column.",
+    "data.crops": "Train on the boxes a detector found (MegaDetector, SpeciesNet, AddaxAI output) instead of "
+                  "whole frames; null: whole frames. Images are split first, so all crops of one image share its "
+                  "split. See README \"Crops from a detector\".",
+    "data.crops.detections": "Detection file: MegaDetector batch output (`file` relative to the image root), "
+                             "COCO Camera Traps with `bbox` annotations, or a Camtrap DP package.",
+    "data.crops.format": "`auto` tells MegaDetector and COCO JSON apart by their keys; a folder or `.csv` is "
+                         "Camtrap DP.",
+    "data.crops.min_confidence": "Boxes with a lower detector confidence are ignored (MegaDetector's usual "
+                                 "threshold is 0.2).",
+    "data.crops.categories": "Detection categories kept (MegaDetector: `animal`, `person`, `vehicle`); null "
+                             "keeps all.",
+    "data.crops.boxes": "`all`: one sample per box above the threshold (animl, MEWC); `best`: only the most "
+                        "confident box of each image (DeepFaune).",
+    "data.crops.margin": "Added on every side of a box, as a fraction of its width and height, so the "
+                         "animal's outline stays in the crop.",
+    "data.crops.square": "Make each crop square around the box's centre before resizing, so the animal is "
+                         "not stretched.",
+    "data.crops.min_size_px": "Boxes whose longer side is shorter than this (in image pixels) are ignored.",
+    "data.crops.empty_label": "Class for images with no box above the threshold (their whole frame); null: "
+                              "they are left out and listed in `excluded.csv` (`no detection above "
+                              "threshold`).",
     "data.demo.images_per_class": "Synthetic images per class generated for `source: demo`.",
     "data.demo.image_size": "Side of the generated demo images in pixels (resized to `data.image_size` "
                             "like any image).",
@@ -203,6 +224,14 @@ def _list_item_section(annotation: Any) -> Optional[type[Section]]:
     return None
 
 
+def _optional_section(annotation: Any) -> Optional[type[Section]]:
+    """``CropsConfig`` for ``Optional[CropsConfig]`` (a section that is null unless written); else None."""
+    if get_origin(annotation) is Union and type(None) in get_args(annotation):
+        sections = [a for a in get_args(annotation) if _is_section(a)]
+        return sections[0] if len(sections) == 1 else None
+    return None
+
+
 def type_name(annotation: Any) -> str:
     """A short, readable name for a field annotation (``list of int``, ``choice or path``)."""
     origin, args = get_origin(annotation), get_args(annotation)
@@ -320,11 +349,14 @@ def describe_schema(model: type[BaseModel] = Config, prefix: str = "") -> list[S
             children += describe_schema(field.annotation, path)
             continue
         default, required = _default(field)
-        keys.append(KeyDoc(path, type_name(field.annotation), default, required, allowed_values(path, field),
-                           DESCRIPTIONS.get(path, "")))
+        optional = _optional_section(field.annotation)
+        kind = "mapping or null" if optional is not None else type_name(field.annotation)
+        keys.append(KeyDoc(path, kind, default, required, allowed_values(path, field), DESCRIPTIONS.get(path, "")))
         item = _list_item_section(field.annotation)
         if item is not None:  # a list of sections, e.g. training.stages: document one item
             children += describe_schema(item, path + LIST_ITEM)
+        if optional is not None:  # a section that is off by default, e.g. data.crops
+            children += describe_schema(optional, path)
     doc = inspect.cleandoc(model.__doc__ or "")
     # Docstrings open with "``data.split``: how ..."; under a heading naming the key, drop it.
     if prefix and doc.startswith((f"``{prefix}``: ", f"``{prefix.split('.')[-1]}``: ")):

@@ -128,11 +128,15 @@ def render_starter_config(backbone: Optional[str] = None, source: str = "folders
         f"# Before training, set {todo}, then check with: ecoclassify validate CONFIG" if todo else
         "# Check with: ecoclassify validate CONFIG",
     ]
-    for section in describe_schema():
+    schema = describe_schema()
+    # Sections that are off (null) unless written, e.g. data.crops: `crops: null`, then its keys commented out.
+    optional = {key.path for section in schema for key in section.keys if key.type == "mapping or null"}
+    for section in schema:
         # The root holds only keys ecoclassify writes itself; list items are shown as a
         # commented example under their list key.
         if not section.path or section.path.endswith(LIST_ITEM):
             continue
+        start = len(lines)
         depth = section.path.count(".") + 1
         indent = "  " * depth
         name = section.path.rsplit(".", 1)[-1]
@@ -149,7 +153,15 @@ def render_starter_config(backbone: Optional[str] = None, source: str = "folders
             lines += _key_lines(key, values.get(key.path, key.default), indent)
             if key.path == "training.stages":
                 lines += _stage_example(values["training.mode"], backbone, indent)
+        if section.path in optional:
+            lines[start:] = [_commented(line) for line in lines[start:]]
     return "\n".join(lines) + "\n"
+
+
+def _commented(line: str) -> str:
+    stripped = line.lstrip(" ")
+    indent = line[: len(line) - len(stripped)]
+    return line if stripped.startswith("#") else f"{indent}# {stripped}"
 
 
 def init_config(path: Path | str, backbone: Optional[str] = None, source: str = "folders",

@@ -9,7 +9,7 @@ budget it is cached after the first epoch, so later epochs cost no decoding at a
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +35,39 @@ def decode_fn(image_size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS)
     return decode
 
 
+def crop_images(paths: list[str], boxes: list[str], image_size: tuple[int, int], crops: Any,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.data.Dataset:
+    """A dataset of crops, one per ``(path, box)``, in the given order; each image decoded once.
+
+    Consecutive samples of the same image form one decode (``prepare_data`` sorts crops by
+    image), whose crops are then unbatched, so the order matches the labels.
+    """
+    from ecoclassify.data.crops import box_of, load_crops
+
+    height, width = image_size
+    runs: list[tuple[str, str]] = []
+    for path, box in zip(paths, boxes):
+        if runs and runs[-1][0] == path:
+            runs[-1] = (path, runs[-1][1] + ";" + str(box))
+        else:
+            runs.append((path, str(box)))
+
+    def _load(path: bytes, joined: bytes) -> np.ndarray:
+        wanted = [box_of(text) for text in joined.decode("utf-8").split(";")]
+        loaded = load_crops(os.fsdecode(path), wanted, (height, width), margin=crops.margin, square=crops.square,
+                            max_pixels=max_pixels)
+        return np.stack(loaded.arrays)
+
+    def decode(path: tf.Tensor, joined: tf.Tensor) -> tf.Tensor:
+        images = tf.numpy_function(_load, [path, joined], tf.uint8, stateful=False)
+        images.set_shape((None, height, width, 3))
+        return images
+
+    pairs = tf.data.Dataset.from_tensor_slices((tf.constant([p for p, _ in runs], dtype=tf.string),
+                                                tf.constant([b for _, b in runs], dtype=tf.string)))
+    return pairs.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
 def make_dataset(
     paths: Sequence[str],
     image_size: tuple[int, int],
@@ -47,6 +80,8 @@ def make_dataset(
     seed: int = 0,
     cache: Optional[bool] = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    boxes: Optional[Sequence[str]] = None,
+    crops: Optional[Any] = None,
 ) -> tf.data.Dataset:
     """Build a batched dataset of images (and one-hot labels and sample weights when given).
 
@@ -62,6 +97,10 @@ def make_dataset(
         cache: Keep decoded images in memory after the first pass; ``None`` decides by
             ``CACHE_BUDGET_BYTES``.
         max_pixels: Decompression-bomb cap handed to the loader.
+        boxes: With ``crops`` (the ``data.crops`` section): per sample its box (``"x,y,w,h"``,
+            ``""`` for the whole frame); each image is decoded once for all its boxes
+            (see :func:`crop_images`).
+        crops: The ``data.crops`` config; None (or no ``boxes``) reads whole frames.
 
     Returns:
         A ``tf.data.Dataset`` ready for ``model.fit`` / ``model.predict``.
@@ -69,8 +108,12 @@ def make_dataset(
     height, width = image_size
     if cache is None:
         cache = len(paths) * height * width * 3 <= CACHE_BUDGET_BYTES
-    images = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), dtype=tf.string))
-    images = images.map(decode_fn(image_size, max_pixels), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if crops is not None and boxes is not None:
+        images = crop_images(list(paths), list(boxes), image_size, crops, max_pixels)
+    else:
+        images = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), dtype=tf.string))
+        images = images.map(decode_fn(image_size, max_pixels), num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
     parts: list[tf.data.Dataset] = [images]
     if labels is not None:
         if num_classes is None:

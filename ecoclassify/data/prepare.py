@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from ecoclassify.config import Config
+from ecoclassify.data.crops import expand_to_crops, label_empty_images
 from ecoclassify.data.scan import find_duplicates, find_leaks, scan_images
 from ecoclassify.data.sources import load_source
 from ecoclassify.data.splits import SPLITS, assign_splits, check_class_sizes
@@ -115,6 +116,8 @@ def prepare_data(config: Config, progress: Optional[Callable[[int, int], None]] 
         else:
             warnings.append(f"{len(failed)} unreadable image(s) excluded ({summary}), e.g. {listing}")
     usable = scanned[scanned["status"] == "ok"].reset_index(drop=True)
+    if data.crops is not None and data.crops.empty_label is not None:
+        usable = label_empty_images(usable, data.crops, source.root)
     classes = sorted(usable["label"].unique().tolist())
     prepared = PreparedData(usable, excluded, list(source.skipped), classes, usable.iloc[0:0], usable.iloc[0:0],
                             warnings, errors, source.root)
@@ -141,7 +144,34 @@ def prepare_data(config: Config, progress: Optional[Callable[[int, int], None]] 
         examples = "; ".join(prepared.leaks["filepath"][:4])
         warnings.append(f"leakage: {prepared.leaks['sha1'].nunique()} identical image(s) appear in more than one "
                         f"split, so the test score is optimistic (e.g. {examples})")
+    if data.crops is not None:  # after the split: every crop of an image shares the image's split
+        use_crops(prepared, config)
     return prepared
+
+
+def use_crops(prepared: PreparedData, config: Config) -> None:
+    """Replaces the image samples by one sample per kept box (``data.crops``), in place.
+
+    Class sizes are checked again on the crops: a box's own label (COCO, Camtrap DP) can
+    make classes of its own.
+    """
+    try:
+        crops, prepared.excluded, notes = expand_to_crops(prepared.samples, prepared.excluded, config.data.crops,
+                                                          prepared.root)
+    except DataError as exc:
+        prepared.errors.append(str(exc))
+        return
+    prepared.warnings.extend(notes)
+    prepared.samples = crops.sort_values(["filepath", "box"], kind="stable").reset_index(drop=True)
+    prepared.classes = sorted(crops["label"].unique().tolist())
+    try:
+        check_class_sizes(crops, config.data.min_images_per_class)
+        _check_class_weight_names(config, prepared.classes)
+    except DataError as exc:
+        prepared.errors.append(f"{exc} (counted in crops: data.crops is set)")
+    if len(crops) and not (crops["split"] == "train").groupby(crops["label"]).any().all():
+        missing = sorted(set(crops["label"]) - set(crops.loc[crops["split"] == "train", "label"]))
+        prepared.errors.append(f"class(es) with no training crop after the split: {', '.join(missing)}")
 
 
 def _check_class_weight_names(config: Config, classes: list[str]) -> None:

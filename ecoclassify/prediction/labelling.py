@@ -29,6 +29,7 @@ import pandas as pd
 from ecoclassify.errors import ModelError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, check_removable, checkpoint_path, file_sha256
+from ecoclassify.prediction.crops import predict_crops, warn_if_crop_model
 from ecoclassify.prediction.inputs import InputSpec, count_refusing_output, iter_work, resolve_inputs
 from ecoclassify.prediction.lock import output_lock
 from ecoclassify.prediction.md_categories import resolve_md_categories
@@ -112,7 +113,9 @@ def predict(
             ``resume`` continues from the checkpoint of an interrupted run with the same model
             and inputs (only files not yet classified are read; failed ones are retried, and so
             are files whose size or modification time changed since); ``engine="dask"`` labels
-            chunks on Dask workers with the same output (needs ``pip install 'ecoclassify[dask]'``).
+            chunks on Dask workers with the same output (needs ``pip install 'ecoclassify[dask]'``);
+            ``detections=`` a detector's output classifies the crops of its boxes instead
+            (:func:`ecoclassify.prediction.crops.predict_crops`).
         progress: Called as ``progress(advance, total)`` as files are done.
         **kwargs: The fields of :class:`~ecoclassify.prediction.options.PredictOptions`.
 
@@ -141,9 +144,12 @@ def predict(
     # Before the output or its checkpoint is looked at: a second run on the same output waits for nothing.
     with output_lock(output_path):
         _check_existing(output_path, options.resume, options.overwrite)
+        if options.detections is not None:  # crops of the detector's boxes, not whole frames
+            return predict_crops(model, inputs, options, progress=progress)
         # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
         total = count_refusing_output(output_path, specs, iter_work(specs, options.recursive))
         classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)
+        warn_if_crop_model(classifier)
         return _label(classifier, specs, options, total, progress)
 
 

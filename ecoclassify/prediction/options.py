@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ecoclassify.data.images import DEFAULT_MAX_PIXELS
 from ecoclassify.errors import ConfigError
@@ -49,6 +49,15 @@ class PredictOptions(BaseModel):
         scheduler: With ``engine="dask"``, the address of a running Dask scheduler; None starts
             a ``LocalCluster``.
         dask_workers: Worker processes of that ``LocalCluster``.
+        detections: A detector's output (MegaDetector JSON, COCO Camera Traps, Camtrap DP):
+            classify the crops of its boxes instead of whole frames (see
+            :mod:`ecoclassify.prediction.crops`).
+        min_confidence: With ``detections``: boxes below this detector confidence are ignored;
+            None: the model's training setting (``labels.json``), else 0.2.
+        detection_categories: With ``detections``: the box categories classified (``animal``);
+            boxes of other categories above the threshold are reported with the category as label.
+        crop_margin: With ``detections``: the margin around each box; None: the model's training setting, else 0.1.
+        crop_square: With ``detections``: square crops; None: the model's training setting, else True.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,6 +79,11 @@ class PredictOptions(BaseModel):
     engine: Literal["local", "dask"] = "local"
     scheduler: Optional[str] = None
     dask_workers: Optional[int] = None
+    detections: Optional[Path] = None
+    min_confidence: Optional[float] = Field(None, ge=0.0, le=1.0)
+    detection_categories: list[str] = Field(default_factory=lambda: ["animal"], min_length=1)
+    crop_margin: Optional[float] = Field(None, ge=0.0, le=1.0)
+    crop_square: Optional[bool] = None
 
     @field_validator("batch_size", "top_k", "checkpoint_every", "max_pixels", "threads", "dask_workers",
                      mode="before")
@@ -119,6 +133,12 @@ class PredictOptions(BaseModel):
                              "discards it. Received: resume=True, overwrite=True")
         if self.resume and self.output is None:
             raise ValueError("resume needs the output file whose checkpoint to continue. Received: output=None")
+        if self.detections is not None:
+            unsupported = [name for name, on in (("resume", self.resume), ("sequence_gap", self.sequence_gap),
+                                                 ("engine='dask'", self.engine == "dask")) if on]
+            if unsupported:
+                raise ValueError(f"detections (classifying crops) does not support {', '.join(unsupported)} yet. "
+                                 f"Received: detections='{self.detections}' with {', '.join(unsupported)}")
         if self.engine != "dask" and (self.scheduler is not None or self.dask_workers is not None):
             raise ValueError(f"scheduler and dask_workers apply to engine 'dask' only. Received: engine={self.engine!r}")
         return self

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import pandas as pd
 
 from ecoclassify.config import Config, load_config
+from ecoclassify.data.crops import crops_record
 from ecoclassify.data.prepare import prepare_data
 from ecoclassify.errors import ConfigError, DataError, RunError
 from ecoclassify.training.stages import fit_stages
@@ -130,8 +131,10 @@ def _start_run(config: Config, progress: Optional[Callable[[int, int], None]] = 
     run_dir = new_run_dir(config.experiment.output_dir, config.experiment.name)
     resolved = config.model_copy(update={"provenance": provenance()})
     write_text(run_dir / CONFIG_FILE, resolved.to_yaml())
-    write_json(run_dir / LABELS_FILE, {"classes": prepared.classes, "image_size": list(config.data.image_size)})
-    write_csv(run_dir / SPLITS_FILE, prepared.samples[["filepath", "label", "group", "split"]])
+    write_json(run_dir / LABELS_FILE, {"classes": prepared.classes, "image_size": list(config.data.image_size),
+                                       **crops_record(config.data.crops)})
+    columns = ["filepath", "label", "group", "split"] + (["box"] if "box" in prepared.samples.columns else [])
+    write_csv(run_dir / SPLITS_FILE, prepared.samples[columns])
     write_csv(run_dir / EXCLUDED_FILE, prepared.excluded)
     write_json(run_dir / STATE_FILE, {"completed_stages": 0, "next_epoch": 0, "finished": False})
     log.info("run folder: %s", run_dir)
@@ -191,7 +194,8 @@ def _finish(config: Config, run_dir: Path, model: Any, frames: dict[str, pd.Data
     if len(test):
         log.info("evaluating the best model on the test split (%d images)", len(test))
         dataset = make_dataset(test["filepath"], tuple(config.data.image_size), config.training.batch_size,
-                               max_pixels=config.data.max_image_pixels)
+                               max_pixels=config.data.max_image_pixels, boxes=test.get("box"),
+                               crops=config.data.crops)
         proba = model.predict(dataset, verbose=verbose)  # a bar on a terminal, one line in a log
         y_true = test["label"].map({name: i for i, name in enumerate(classes)}).to_numpy()
         excluded = (pd.read_csv(run_dir / EXCLUDED_FILE, dtype=str, keep_default_na=False)

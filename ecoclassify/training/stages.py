@@ -79,7 +79,8 @@ class _Data:
                             labels=self.labels[split], num_classes=self.num_classes,
                             sample_weights=self.sample_weights if split == "train" else None,
                             shuffle=shuffle, seed=self.config.experiment.seed,
-                            max_pixels=self.config.data.max_image_pixels)
+                            max_pixels=self.config.data.max_image_pixels,
+                            boxes=frame.get("box"), crops=self.config.data.crops)
 
     def features(self, extractor: keras.Model, split: str, shuffle: bool = False) -> Optional[tf.data.Dataset]:
         if self._features is None:
