@@ -365,6 +365,7 @@ class CropSummary:
     sequences: Optional[int] = None
     processed: int = 0
     reused: int = 0
+    changed: int = 0  # never resumed (crop predict keeps no checkpoint), so nothing is read again
     seconds: float = 0.0
     output: Optional[str] = None
 
