@@ -139,3 +139,65 @@ def test_a_csv_of_crop_predictions_without_its_boxes_file_is_refused_with_the_fi
     with pytest.raises(DataError, match=r"predict --detections.*predictions\.boxes\.csv"):
         export(crop_run | {"csv": lonely}, "csv", tmp_path / "package")
     assert not (tmp_path / "package").exists()
+
+
+def test_a_reviewed_crop_package_trains_on_its_own_boxes_with_their_labels(crop_run, tmp_path):
+    from ecoclassify.config import Config
+    from ecoclassify.data.prepare import prepare_data
+
+    package = tmp_path / "package"
+    export(crop_run, "json", package)
+    observations = table(package, "observations")
+    observations["classificationMethod"] = "human"  # a person checked every box (as in Agouti)
+    observations.to_csv(package / "observations.csv", index=False)
+    media = table(package, "media").set_index("mediaID")
+    boxed = observations[observations["bboxX"] != ""]
+    expected = sorted(
+        (str(crop_run["cards"] / media.loc[m, "filePath"]), tuple(round(float(v), 6) for v in box),
+         name if kind == "animal" else kind)
+        for m, kind, name, *box in boxed[["mediaID", "observationType", "scientificName", "bboxX", "bboxY",
+                                          "bboxWidth", "bboxHeight"]].itertuples(index=False))
+    config = Config.from_dict({
+        "data": {"source": "camtrapdp", "labels": str(package / "datapackage.json"), "root": str(crop_run["cards"]),
+                 "image_size": 32, "min_images_per_class": 1, "split": {"val": 0.0, "test": 0.0},
+                 "crops": {"detections": str(package / "datapackage.json"), "categories": None, "min_size_px": 8}},
+        "model": {"backbone": "custom_cnn", "weights": "none"}, "training": {"monitor": "loss"}})
+
+    prepared = prepare_data(config)
+
+    assert prepared.ok, prepared.errors
+    samples = prepared.samples
+    found = sorted((fp, tuple(round(float(v), 6) for v in box.split(",")), label)
+                   for fp, box, label in zip(samples["filepath"], samples["box"], samples["label"]))
+    assert found == expected and len(found) == 6
+    both = samples[samples["filepath"].str.endswith("deer_and_fox.jpg")]
+    assert both["label"].nunique() == 2  # two species in one frame: one crop each, not a multi-label refusal
+    assert "human" in set(samples["label"])  # the person's box keeps its observation's type
+    excluded = prepared.excluded.set_index("filepath")
+    assert excluded.loc[str(crop_run["cards"] / "CAM01" / "empty.jpg"), "error"] == "no_detection"
+
+
+def test_a_box_of_a_label_the_filter_leaves_out_is_no_sample_and_never_takes_its_images_label(crop_run, tmp_path):
+    from ecoclassify.config import Config
+    from ecoclassify.data.prepare import prepare_data
+
+    package = tmp_path / "package"
+    export(crop_run, "json", package)
+    observations = table(package, "observations").assign(classificationMethod="human")
+    observations.to_csv(package / "observations.csv", index=False)
+    media = table(package, "media").set_index("mediaID")
+    both = observations[[media.loc[m, "filePath"] == "CAM01/deer_and_fox.jpg" for m in observations["mediaID"]]]
+    left_out = sorted(both["scientificName"])[1]  # the image keeps the other species as its label
+    config = Config.from_dict({
+        "data": {"source": "camtrapdp", "labels": str(package), "root": str(crop_run["cards"]), "image_size": 32,
+                 "min_images_per_class": 1, "split": {"val": 0.0, "test": 0.0}, "exclude_labels": [left_out],
+                 "crops": {"detections": str(package), "categories": None, "min_size_px": 8}},
+        "model": {"backbone": "custom_cnn", "weights": "none"}, "training": {"monitor": "loss"}})
+
+    prepared = prepare_data(config)
+
+    assert prepared.ok, prepared.errors
+    assert left_out not in set(prepared.samples["label"])
+    frame = prepared.samples[prepared.samples["filepath"].str.endswith("deer_and_fox.jpg")]
+    assert frame["label"].tolist() == [sorted(both["scientificName"])[0]]  # one crop, of the kept species
+    assert any("left out by data.include_labels/exclude_labels" in w for w in prepared.warnings)
