@@ -32,6 +32,7 @@ from ecoclassify.data.detections import parse_box
 from ecoclassify.errors import DataError
 from ecoclassify.prediction.crop_outputs import boxes_path
 from ecoclassify.prediction.md_categories import default_md_category
+from ecoclassify.prediction.outputs import CSV_ENCODING_ERRORS
 
 #: Columns of predict's per-box table the export reads.
 BOX_COLUMNS = ("filepath", "root", "box", "category", "classified", "top1_label", "top1_score")
@@ -91,7 +92,8 @@ def read_prediction_boxes(path: Path, frame: pd.DataFrame,
             raise DataError(f"{path} comes from predict --detections (it has the column n_boxes), but its per-box "
                             f"file is missing. Keep the file predict wrote beside it. Received: '{source}' (missing)")
         try:
-            table = pd.read_csv(source, dtype=str, keep_default_na=False)
+            # Read as predict read its image rows, so non-UTF-8 names match theirs.
+            table = pd.read_csv(source, dtype=str, keep_default_na=False, encoding_errors=CSV_ENCODING_ERRORS)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"cannot read the per-box file {source}: {exc}") from None
         where = f"the per-box file {source}"
@@ -110,7 +112,23 @@ def read_prediction_boxes(path: Path, frame: pd.DataFrame,
         classified = str(row["classified"]).strip().lower() == "true"
         boxes.setdefault((str(row["root"]), str(row["filepath"])), []).append(
             PredictedBox(box, str(row["category"]), classified, str(row["top1_label"]), score))
+    _refuse_mismatch(frame, boxes, where)
     return boxes
+
+
+def _refuse_mismatch(frame: pd.DataFrame, boxes: dict[tuple[str, str], list[PredictedBox]], where: str) -> None:
+    """Boxes of another run would turn images with animals into blanks: every count must agree."""
+    counts = frame["n_boxes"] if "n_boxes" in frame.columns else pd.Series(0, index=frame.index)
+    wrong, unmatched = [], dict(boxes)
+    for root, filepath, status, count in zip(frame["root"], frame["filepath"], frame["status"], counts):
+        listed = len(unmatched.pop((root, filepath), []))
+        expected = int(float(count)) if status == "ok" and str(count).strip() not in ("", "nan", "<NA>") else 0
+        if listed != expected:
+            wrong.append(f"{filepath} ({expected} in the predictions, {listed} in the boxes)")
+    wrong += [f"{filepath} (not in the predictions)" for _, filepath in unmatched]
+    if wrong:
+        raise DataError(f"{where} does not match the predictions: {len(wrong)} image(s) differ, e.g. "
+                        f"{'; '.join(wrong[:3])}. Give the predictions and boxes one predict --detections run wrote")
 
 
 def box_observations(builder: Any, boxes: list[PredictedBox], media_id: str, owner: str, when: str,

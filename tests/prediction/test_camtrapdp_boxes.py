@@ -201,3 +201,16 @@ def test_a_box_of_a_label_the_filter_leaves_out_is_no_sample_and_never_takes_its
     frame = prepared.samples[prepared.samples["filepath"].str.endswith("deer_and_fox.jpg")]
     assert frame["label"].tolist() == [sorted(both["scientificName"])[0]]  # one crop, of the kept species
     assert any("left out by data.include_labels/exclude_labels" in w for w in prepared.warnings)
+
+
+def test_boxes_that_do_not_match_the_predictions_are_refused_not_exported_as_blanks(crop_run, tmp_path):
+    from ecoclassify.prediction.crop_outputs import boxes_path
+
+    edited = tmp_path / "predictions.csv"
+    edited.write_bytes(crop_run["csv"].read_bytes())
+    boxes = pd.read_csv(boxes_path(crop_run["csv"]), dtype=str, keep_default_na=False)
+    boxes[boxes["filepath"] != "CAM02/owl.jpg"].to_csv(boxes_path(edited), index=False)
+    with pytest.raises(DataError, match=r"does not match the predictions: 1 image\(s\) differ, e\.g\. CAM02/owl\.jpg "
+                                        r"\(1 in the predictions, 0 in the boxes\)"):
+        export(crop_run | {"csv": edited}, "csv", tmp_path / "package")
+    assert not (tmp_path / "package").exists()
