@@ -42,6 +42,8 @@ def camtrapdp_command(predictions: Path, deployments: Path, taxonomy: Path, meta
 
     Images without a capture time, outside their deployment, unreadable or (with
     --skip-unmatched) of no deployment are listed in unexported.csv with the reason.
+    Predictions of `predict --detections` give one observation per box, with its bbox
+    (a csv needs its .boxes.csv beside it).
     """
     from ecoclassify.prediction.camtrapdp import export_camtrapdp
 

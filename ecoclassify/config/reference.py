@@ -71,7 +71,8 @@ DESCRIPTIONS: dict[str, str] = {
                   "whole frames; null: whole frames. Images are split first, so all crops of one image share its "
                   "split. See README \"Crops from a detector\".",
     "data.crops.detections": "Detection file: MegaDetector batch output (`file` relative to the image root), "
-                             "COCO Camera Traps with `bbox` annotations, or a Camtrap DP package.",
+                             "COCO Camera Traps with `bbox` annotations, or a Camtrap DP package (with "
+                             "`source: camtrapdp`, the package itself: each box labelled by its observation).",
     "data.crops.format": "`auto` tells MegaDetector and COCO JSON apart by their keys; a folder or `.csv` is "
                          "Camtrap DP.",
     "data.crops.min_confidence": "Boxes with a lower detector confidence are ignored (MegaDetector's usual "

@@ -10,6 +10,8 @@ media-level label wins over its event's. Labels are the ``scientificName`` of an
 observations and ``blank``, ``human`` or ``vehicle`` for the other types; ``unknown`` and
 ``unclassified`` observations give no label. ``locationID`` (else ``deploymentID``) becomes
 ``site`` and ``eventID`` ``sequence``, so ``split.group_by: site`` keeps a camera in one split.
+With ``data.crops`` reading the same package's boxes, an image stays one sample whatever the
+number of species in it (:func:`one_row_per_image`): each box is labelled by its own observation.
 
 Media given as URLs (the standard's example) are looked up by ``fileName`` under ``data.root``
 (download them there first). The constants of the standard (version, profile and schema URLs,
@@ -225,6 +227,39 @@ def read_camtrapdp(labels: Path, root: Path | None,
             warnings.append(f"{len(excluded)} image(s) of {path} with more than one label are left out "
                             "(data.multi_label: drop) and listed in excluded.csv")
     return frame, root, warnings, excluded
+
+
+#: Column of a sample listing every label of its image's observations (crops from the package's own boxes).
+BOX_LABELS_COLUMN = "box_labels"
+
+
+def uses_own_boxes(labels: Path, detections: Path | None) -> bool:
+    """Whether ``data.crops.detections`` is the package of ``data.labels`` (its folder or any file in it)."""
+    if detections is None:
+        return False
+    try:
+        package = package_file(labels).parent.resolve()
+    except DataError:
+        return False
+    return (detections if detections.is_dir() else detections.parent).resolve() == package
+
+
+def one_row_per_image(frame: pd.DataFrame, include: list[str] | None, exclude: list[str]) -> pd.DataFrame:
+    """One sample per image when crops are cut from the package's own boxes.
+
+    Each box is then labelled by its own observation, so an image of a deer and a fox is no
+    multi-label image: it stays one sample (split as one), labelled with the first of its labels
+    the label filter keeps, and :data:`BOX_LABELS_COLUMN` lists all of those labels so that every
+    box's own label counts as one of the data's labels.
+    """
+    if frame.empty:
+        return frame.assign(**{BOX_LABELS_COLUMN: ""})
+    rows = []
+    for _, group in frame.groupby("filepath", sort=False):
+        labels = sorted(set(group["label"]))
+        kept = [label for label in labels if label not in exclude and (include is None or label in include)]
+        rows.append({**group.iloc[0].to_dict(), "label": (kept or labels)[0], BOX_LABELS_COLUMN: ";".join(kept)})
+    return pd.DataFrame(rows, columns=[*frame.columns, BOX_LABELS_COLUMN])
 
 
 def _label(kind: str, name: str) -> str:

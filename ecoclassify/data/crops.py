@@ -24,6 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from ecoclassify.data.budget import DECODE_BUDGET
+from ecoclassify.data.camtrapdp import BOX_LABELS_COLUMN
 from ecoclassify.data.detections import (
     DUPLICATE,
     MISSING,
@@ -271,7 +272,14 @@ def expand_to_crops(samples: pd.DataFrame, excluded: pd.DataFrame, crops: Any, r
     # A box's own label counts only in the data's vocabulary: an annotator's species name
     # ("Red Fox") must not turn into a class beside the data's own ("carnivore").
     known = set(samples["label"])
+    own_labels = BOX_LABELS_COLUMN in samples.columns  # a Camtrap DP package's own boxes: same vocabulary
+    if own_labels:
+        known |= {label for text in samples[BOX_LABELS_COLUMN] for label in str(text).split(";") if label}
+    filtered = 0
     for sample, (boxes, reason) in zip(samples.to_dict("records"), boxes_per_image):
+        if own_labels:  # a box whose label the label filter left out is no sample, never one of another class
+            kept = [box for box in boxes if box.label is None or box.label in known]
+            filtered, boxes = filtered + len(boxes) - len(kept), kept
         if reason is None and not boxes and crops.empty_label is not None:
             rows.append({**sample, "label": crops.empty_label, "box": "", "box_conf": "", "box_category": ""})
             continue
@@ -285,6 +293,8 @@ def expand_to_crops(samples: pd.DataFrame, excluded: pd.DataFrame, crops: Any, r
             rows.append({**sample, "label": own or sample["label"], "box": box.as_text(),
                          "box_conf": f"{box.conf:.4f}", "box_category": box.category})
     expanded = pd.DataFrame(rows, columns=list(samples.columns) + ["box", "box_conf", "box_category"])
+    if filtered:
+        warnings.append(f"{filtered} box(es) of labels left out by data.include_labels/exclude_labels ignored")
     if too_small:
         warnings.append(f"{too_small} box(es) smaller than data.crops.min_size_px={crops.min_size_px} px ignored")
     if left_out:

@@ -16,7 +16,10 @@ Formats:
 - ``camtrapdp``: a Camtrap DP 1.0 package (its folder, ``datapackage.json`` or
   ``observations.csv``): media-level observations with ``bboxX/bboxY/bboxWidth/bboxHeight``,
   joined to ``media.csv`` by ``mediaID`` (``filePath`` when it is a relative path, else
-  ``fileName``); ``observationType`` is the category and ``scientificName`` the box's label.
+  ``fileName``); ``observationType`` is the category and the box's label is its
+  ``scientificName`` (``blank``/``human``/``vehicle`` for those types, as ``data.source:
+  camtrapdp`` labels images). Where a person classified an image (``classificationMethod:
+  human``), only their observations count, each box with confidence 1.
 
 Bad input never reaches an image: ``file`` entries are only *matched* against images the user
 already gave, never opened; absolute paths, ``..`` and NUL bytes are refused and counted;
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional, Sequence
 
+from ecoclassify.data.camtrapdp import TYPE_LABELS
 from ecoclassify.errors import DataError
 
 DETECTION_FORMATS = ("auto", "md", "coco", "camtrapdp")
@@ -375,24 +379,38 @@ def _read_camtrapdp(path: Path) -> Detections:
         files[row["mediaID"]] = collector.entry(chosen)
     boxes: dict[str, list[Box]] = collections.defaultdict(list)
     seen: set[str] = set()
+    # A person's observations of an image replace the machine's (Agouti, Trapper and ecoclassify's
+    # reviewed exports keep both): its boxes would otherwise be cut twice.
+    reviewed = {row.get("mediaID", "") for row in obs_rows if row.get("classificationMethod") == "human"}
     for index, row in enumerate(obs_rows):
         media_id = row.get("mediaID", "")
         if not media_id or files.get(media_id) is None:
             continue  # event-level observations have no media; refused files are already listed
+        human = row.get("classificationMethod") == "human"
+        if media_id in reviewed and not human:
+            continue
         file = str(files[media_id])
         seen.add(file)
         values = [row.get(k, "") for k in ("bboxX", "bboxY", "bboxWidth", "bboxHeight")]
         if not all(values):
             continue  # an observation without a box (e.g. blank): the image is seen, with no box
-        conf = row.get("classificationProbability") or 1.0
+        # classificationProbability is the certainty of the class; a box a person kept is certain.
+        conf = 1.0 if human else row.get("classificationProbability") or 1.0
         clipped = _clip_box(values, conf, collector.problems)
         if clipped is not None:
-            label = row.get("scientificName") or None
-            boxes[file].append(Box(*clipped, category=row.get("observationType") or "animal", label=label,
-                                   index=index))
+            kind = row.get("observationType") or "animal"
+            label = _observation_label(kind, row.get("scientificName") or "")
+            boxes[file].append(Box(*clipped, category=kind, label=label, index=index))
     for file in sorted(seen):
         collector.add(ImageDetections(file, boxes.get(file, []), None, None))
     return Detections(observations, "camtrapdp", collector.images, collector.refused, collector.problems, {}, {})
+
+
+def _observation_label(kind: str, scientific_name: str) -> Optional[str]:
+    """A Camtrap DP box's own label, as ``data.source: camtrapdp`` labels images: the taxon, or blank/human/vehicle."""
+    if kind == "animal" or kind not in TYPE_LABELS:
+        return scientific_name.strip() or None
+    return kind
 
 
 def _csv_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ecoclassify.config import DataConfig
-from ecoclassify.data.camtrapdp import read_camtrapdp
+from ecoclassify.data.camtrapdp import one_row_per_image, read_camtrapdp, uses_own_boxes
 from ecoclassify.data.demo import ensure_demo_dataset
 from ecoclassify.data.discovery import discover_images, is_hidden
 from ecoclassify.errors import DataError
@@ -304,7 +304,10 @@ def _read_camtrapdp(data: DataConfig) -> SourceResult:
     """A Camtrap DP package's human observations (see :mod:`ecoclassify.data.camtrapdp`)."""
     if data.labels is None or not data.labels.exists():
         raise DataError(f"data.labels must be an existing datapackage.json or its folder. Received: {str(data.labels)!r}")
-    frame, root, warnings, dropped = read_camtrapdp(data.labels, data.root, data.multi_label)
+    own_boxes = data.crops is not None and uses_own_boxes(data.labels, data.crops.detections)
+    frame, root, warnings, dropped = read_camtrapdp(data.labels, data.root, "error" if own_boxes else data.multi_label)
+    if own_boxes:  # every box has its own label: several species in one image are no multi-label problem
+        frame = one_row_per_image(frame, data.include_labels, data.exclude_labels)
     try:
         frame = _refuse_multiple_labels(frame, str(data.labels), warnings)
     except DataError as exc:

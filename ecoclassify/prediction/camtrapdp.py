@@ -14,6 +14,8 @@ Mapping (https://camtrap-dp.tdwg.org):
   carry its ``eventID``. Classes become ``observationType`` and ``scientificName`` through the
   taxonomy file; predict's ``unknown`` label or a score below ``min_score`` is ``unclassified``
   (the probability is kept, no species is guessed). ``classificationMethod: machine``.
+  Predictions of ``predict --detections`` give one observation per box instead, with its bbox
+  (:mod:`ecoclassify.prediction.camtrapdp_boxes`).
 - ``datapackage.json``: the 1.0.2 profile, ``project.yaml``'s metadata and what is derived:
   ``spatial`` (bounding box of the deployments), ``temporal`` (first and last image),
   ``taxonomic`` (the taxa observed), the three resources with the official schema URLs.
@@ -44,6 +46,7 @@ from ecoclassify.data.camtrapdp import (DEPLOYMENT_COLUMNS, MEDIA_COLUMNS, OBSER
 from ecoclassify.errors import ConfigError, DataError, RunError
 from ecoclassify.files import (CAMTRAPDP_DEPLOYMENTS_FILE, CAMTRAPDP_MEDIA_FILE, CAMTRAPDP_OBSERVATIONS_FILE,
                                CAMTRAPDP_PACKAGE_FILE, CAMTRAPDP_UNEXPORTED_FILE, atomic_write, write_json)
+from ecoclassify.prediction.camtrapdp_boxes import box_observations, is_human, read_prediction_boxes
 from ecoclassify.prediction.camtrapdp_tables import (Deployment, Taxon, deployment_of_rows, format_timestamp,
                                                      read_deployments, read_metadata, read_taxonomy)
 from ecoclassify.prediction.outputs import md_base, read_predictions
@@ -145,6 +148,8 @@ def export_camtrapdp(predictions: Path | str, deployments: Path | str, taxonomy:
     builder = _Builder(sites, taxa, min_score, time_from, md_base(sorted(set(frame["root"]))) or "/",
                        _classified_by(info), _classification_time(info, Path(predictions)),
                        meta["project"]["captureMethod"])
+    builder.boxes = read_prediction_boxes(Path(predictions), frame, info)
+    builder.box_threshold = (info.get("options") or {}).get("threshold")
     builder.unmatched = (f"its {deployment_column!r} is not a deploymentID" if deployment_column else
                          "no folder of its path is named like a deploymentID")
     builder.add_rows(frame, owners)
@@ -243,6 +248,8 @@ class _Builder:
         self.scientific: set[str] = set()
         self.folders: dict[tuple[str, str], str] = {}
         self.unmatched = ""
+        self.boxes: dict[tuple[str, str], list] | None = None  # predict --detections: boxes per (root, filepath)
+        self.box_threshold: float | None = None
 
     def _kind(self, label: Any, top1: Any, score: Any) -> tuple[str, str]:
         """``(observationType, scientificName)`` of a label and its score."""
@@ -304,7 +311,8 @@ class _Builder:
                 continue
             in_sequence = has_sequences and not pd.isna(sequence)
             self._add_media(owner, stamp, relative, label, top1, score,
-                            (int(sequence), sequence_label, sequence_score) if in_sequence else None)
+                            (int(sequence), sequence_label, sequence_score) if in_sequence else None,
+                            None if self.boxes is None else self.boxes.get((root, filepath), []))
 
     def _relative(self, root: str, filepath: str) -> str:
         """``root/filepath`` relative to the common folder of the roots, with ``/``."""
@@ -316,11 +324,15 @@ class _Builder:
         return name if prefix == "." else f"{prefix}/{name}"
 
     def _add_media(self, owner: str, stamp: dt.datetime, relative: str, label: Any, top1: Any, score: Any,
-                   sequence: tuple[int, Any, Any] | None) -> None:
+                   sequence: tuple[int, Any, Any] | None, boxes: list | None = None) -> None:
         media_id = hashlib.sha1(relative.encode("utf-8")).hexdigest()[:16]
-        kind, scientific = self._kind(label, top1, score)
-        self.types[kind] += 1
         text = format_timestamp(stamp)
+        if boxes is not None:  # crops: one observation per box, with its bbox
+            observations = box_observations(self, boxes, media_id, owner, text, self.box_threshold, score)
+            kind = "human" if is_human(observations) else ""
+        else:
+            kind, scientific = self._kind(label, top1, score)
+            self.types[kind] += 1
         name = relative.rpartition("/")[2]
         mediatype = _MEDIATYPES.get(os.path.splitext(name)[1].lower(), "image/jpeg")
         self.media.append((media_id, owner, self.capture, text, relative, "false" if kind == "human" else "true",
@@ -333,8 +345,10 @@ class _Builder:
                                                              "score": sequence_score})
             event["start"], event["end"] = min(event["start"], stamp), max(event["end"], stamp)
             event_id = event["id"]
-        self.observations.append(self._observation(f"{media_id}_1", owner, media_id, event_id, text, text, "media",
-                                                   kind, scientific, score))
+        if boxes is None:
+            observations = [self._observation(f"{media_id}_1", owner, media_id, event_id, text, text, "media", kind,
+                                              scientific, score)]
+        self.observations.extend(observations)
         self.first = stamp if self.first is None or stamp < self.first else self.first
         self.last = stamp if self.last is None or stamp > self.last else self.last
 

@@ -157,3 +157,22 @@ def test_camtrap_dp_boxes_from_a_small_package(tmp_path):
     assert (fox.x, fox.y, fox.w, fox.h, fox.conf) == pytest.approx((0.1, 0.2, 0.3, 0.4, 0.7))
     assert (fox.label, fox.category) == ("Vulpes vulpes", "animal")
     assert detections.images["IMG_2.JPG"].boxes == []
+
+
+def test_camtrap_dp_boxes_a_person_classified_replace_the_machines_and_carry_its_label(tmp_path):
+    (tmp_path / "media.csv").write_text("mediaID,deploymentID,timestamp,filePath,filePublic,fileName\n"
+                                        "m1,d1,2024-01-01T00:00:00Z,cam1/IMG_1.JPG,true,IMG_1.JPG\n"
+                                        "m2,d1,2024-01-01T00:00:00Z,cam1/IMG_2.JPG,true,IMG_2.JPG\n")
+    (tmp_path / "observations.csv").write_text(
+        "observationID,deploymentID,mediaID,observationLevel,observationType,scientificName,bboxX,bboxY,bboxWidth,"
+        "bboxHeight,classificationMethod,classificationProbability\n"
+        "o1,d1,m1,media,animal,Meles meles,0.1,0.2,0.3,0.4,machine,0.6\n"
+        "o2,d1,m1,media,animal,Vulpes vulpes,0.12,0.2,0.3,0.4,human,0.15\n"
+        "o3,d1,m1,media,human,,0.5,0.5,0.2,0.2,human,\n"
+        "o4,d1,m2,media,animal,Meles meles,0.1,0.1,0.5,0.5,machine,0.4\n")
+    detections = read_detections(tmp_path)
+    fox, person = detections.images["cam1/IMG_1.JPG"].boxes  # the machine's badger of IMG_1 is replaced
+    assert (fox.label, fox.conf, fox.x) == ("Vulpes vulpes", 1.0, pytest.approx(0.12))
+    assert (person.label, person.category) == ("human", "human")
+    (badger,) = detections.images["cam1/IMG_2.JPG"].boxes  # nobody checked IMG_2: the machine's box stays
+    assert (badger.label, badger.conf) == ("Meles meles", pytest.approx(0.4))
