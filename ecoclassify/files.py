@@ -49,6 +49,11 @@ TFLITE_FILE = "model.tflite"
 SAVED_MODEL_DIR = "saved_model"
 LABELS_TXT = "labels.txt"
 
+# --- predict --runtime litert: the run's model converted once, kept beside model.keras -----
+LITERT_FILE = "model.litert.tflite"
+#: What the LiteRT file was converted from (its SHA-256), with which versions, and how it agreed with Keras.
+LITERT_RECORD = "model.litert.json"
+
 
 def _read_umask() -> int:
     current = os.umask(0)

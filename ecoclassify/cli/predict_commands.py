@@ -17,11 +17,12 @@ import click
 from ecoclassify.cli.progress import ProgressBar
 
 # Spelled out, not imported, so that `ecoclassify --help` does not load pandas and Pillow;
-# tests check they equal ecoclassify.prediction.options.FORMATS and ENGINES and
+# tests check they equal ecoclassify.prediction.options.FORMATS, ENGINES and RUNTIMES and
 # ecoclassify.prediction.sorting.MODES.
 FORMATS = ("csv", "json", "md-json")
 MODES = ("copy", "symlink", "move")
 ENGINES = ("local", "dask")
+RUNTIMES = ("keras", "litert")
 
 
 @contextlib.contextmanager
@@ -73,11 +74,15 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
               help="local: threads in this process; dask: chunks on Dask workers (pip install 'ecoclassify[dask]').")
 @click.option("--scheduler", metavar="ADDRESS", help="With --engine dask: a running Dask scheduler (else a LocalCluster).")
 @click.option("--workers", type=click.IntRange(min=1), help="With --engine dask: LocalCluster worker processes.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="keras", show_default=True,
+              help="keras: the model as trained; litert: the same model converted once to TensorFlow Lite (kept as "
+                   "model.litert.tflite beside it, checked against Keras first), less CPU per image "
+                   "(pip install 'ecoclassify[litert]').")
 def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_size: int, top_k: int,
                     threshold: float | None, recursive: bool, fmt: str | None, checkpoint_every: int, resume: bool,
                     overwrite: bool, sequence_gap: float | None, md_category: tuple[str, ...], allow_truncated: bool,
                     max_pixels: int | None, threads: int | None, engine: str, scheduler: str | None,
-                    workers: int | None) -> None:
+                    workers: int | None, runtime: str) -> None:
     """Label every image in INPUT (folders, image files, or text files listing paths) with MODEL.
 
     MODEL is a run folder or a .keras file with labels.json beside it. Writes one row per image
@@ -96,7 +101,7 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
         output=output, batch_size=batch_size, top_k=top_k, threshold=threshold, recursive=recursive, fmt=fmt,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, sequence_gap=sequence_gap,
         md_categories=md_categories or None, allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
-        **limits)
+        runtime=runtime, **limits)
     # TensorFlow loads with the model, after predict has checked the inputs and the output.
     with ProgressBar("classifying", "img") as progress, _sigterm_as_ctrl_c():
         frame = predict(model, list(inputs), options, progress=progress)

@@ -386,6 +386,7 @@ def test_the_cli_offers_exactly_the_library_choices():
 
     assert predict_commands.FORMATS == options.FORMATS and predict_commands.MODES == sorting.MODES
     assert predict_commands.ENGINES == options.ENGINES
+    assert predict_commands.RUNTIMES == options.RUNTIMES
 
 
 def _release(fifo: Path) -> None:
