@@ -22,10 +22,12 @@ generated 12 MP (4000x3000) JPEGs for efficientnet_lite0, mobilenet_v2 and vgg16
 process (``time.process_time``: all threads; contention on a shared machine does not inflate
 it the way it does wall time), and the litert/keras ratios (goal >= 1.6 on Lite0 and
 MobileNetV2). LiteRT's one-off conversion and agreement check happen in a warm-up run and
-are reported apart.
+are reported apart. ``--end-to-end N`` adds the issue's own measurement: whole ``ecoclassify
+predict`` processes (TensorFlow start-up and model loading included) over the first N real
+camera-trap JPEGs of ``../shared``, CPU seconds per image of the child processes, best of two.
 
 Usage: ``python bench/predict_throughput.py [--images 160] [--skip-rss] [--runtime-images 64]
-[--only classic|runtimes]``.
+[--only classic|runtimes] [--end-to-end 150]``.
 """
 
 from __future__ import annotations
@@ -236,6 +238,31 @@ def decode_cpu_per_image(frames: Path, count: int = 16) -> float:
     return (time.process_time() - cpu) / len(paths)
 
 
+def end_to_end(count: int, scratch: Path) -> dict[str, dict[str, float]]:
+    """CPU s per image of whole ``ecoclassify predict`` processes, keras and litert alternated, best of two."""
+    import resource
+
+    images = sorted(SHARED.rglob("*.jpg"))[:count]
+    listing = scratch / "end-to-end.txt"
+    listing.write_text("".join(f"{path}\n" for path in images))
+    command = [sys.executable, "-c", "from ecoclassify.cli import main; main()", "predict"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    results = {}
+    for backbone in ("efficientnet_lite0", "mobilenet_v2"):
+        model_dir = save_model(backbone, scratch / f"end-to-end-{backbone}")
+        args = [str(model_dir), str(listing), "-o", str(scratch / "end-to-end.csv"), "--overwrite"]
+        subprocess.run([*command, *args, "--runtime", "litert"], check=True, capture_output=True, env=env)  # converts
+        cpu: dict[str, list[float]] = {"keras": [], "litert": []}
+        for runtime in ("keras", "litert", "keras", "litert"):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([*command, *args, "--runtime", runtime], check=True, capture_output=True, env=env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            cpu[runtime].append(used / len(images))
+        results[backbone] = {runtime: min(values) for runtime, values in cpu.items()}
+    return results
+
+
 def print_runtimes(results: dict[str, dict[str, float]], count: int, batch: int, decode: float) -> None:
     print(f"\npredict --runtime keras vs litert: {count} generated 12 MP JPEGs (4000x3000), {SIZE} px, batch {batch}, "
           f"{os.cpu_count()} CPU core(s), random weights; decoding alone {decode:.3f} CPU s/img")
@@ -260,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-images", type=int, default=64, help="12 MP JPEGs for the keras/litert comparison")
     parser.add_argument("--runtime-batch", type=int, default=16)
     parser.add_argument("--only", choices=("classic", "runtimes"), help="run one part only")
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="N",
+                        help="also time whole predict processes over N real JPEGs of ../shared, both runtimes")
     args = parser.parse_args(argv)
-    results, rss, runtimes = {}, None, None
+    results, rss, runtimes, whole = {}, None, None, None
     with tempfile.TemporaryDirectory(prefix="ecoclassify-bench-") as tmp:
         scratch = Path(tmp)
         if args.only != "runtimes":
@@ -273,8 +302,14 @@ def main(argv: list[str] | None = None) -> int:
             twelve_megapixel_folder(scratch / "frames-12mp", args.runtime_images)
             runtimes = compare_runtimes(scratch / "frames-12mp", scratch, args.runtime_batch)
             decode = decode_cpu_per_image(scratch / "frames-12mp")
+        if args.end_to_end and SHARED.is_dir():
+            whole = end_to_end(args.end_to_end, scratch)
     if runtimes is not None:
         print_runtimes(runtimes, args.runtime_images, args.runtime_batch, decode)
+    if whole is not None:
+        print(f"\nwhole predict processes over {args.end_to_end} real camera-trap JPEGs, CPU s/img (best of two):")
+        for backbone, r in whole.items():
+            print(f"  {backbone}: keras {r['keras']:.3f}, litert {r['litert']:.3f}, ratio {r['keras'] / r['litert']:.2f}x")
     if not results:
         return 0
     print(f"{args.images} images: {source}; {SIZE} px, batch {BATCH}, {os.cpu_count()} CPU core(s)")
