@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     if whole is not None:
         print(f"\nwhole predict processes over {args.end_to_end} real camera-trap JPEGs, CPU s/img (best of two):")
         for backbone, r in whole.items():
-            print(f"  {backbone}: keras {r['keras']:.3f}, litert {r['litert']:.3f}, ratio {r['keras'] / r['litert']:.2f}x")
+            print(f"  {backbone}: keras {r['keras']:.3f}, litert {r['litert']:.3f}, "
+                  f"ratio {r['keras'] / r['litert']:.2f}x")
     if not results:
         return 0
     print(f"{args.images} images: {source}; {SIZE} px, batch {BATCH}, {os.cpu_count()} CPU core(s)")

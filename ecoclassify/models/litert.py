@@ -180,7 +180,8 @@ def _convert_and_keep(classifier: Any, tflite: Path, record_path: Path, source_s
         write_json(record_path, record)  # last: a file without its record is never used
     except OSError as exc:
         raise RunError(f"cannot keep the LiteRT model {tflite} beside {classifier.path.name}: "
-                       f"{exc.strerror or exc}. Copy the run folder somewhere writable, or use --runtime keras.") from None
+                       f"{exc.strerror or exc}. Copy the run folder somewhere writable, or use --runtime keras."
+                       ) from None
     log.info("LiteRT agrees with Keras on %d %s images (largest probability difference %.2g); kept %s",
              agreement["images"], origin, agreement["max_abs_diff"], tflite)
     runtime.path, runtime.sha256 = tflite, record["tflite_sha256"]
