@@ -22,6 +22,7 @@ NOISE = re.compile(
     r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
     r"|TF-TRT Warning|cuda_executor\.cc.*NUMA|Could not find TensorRT"
     r"|fully_quantize: \d+, inference_type: \d+"
+    r"|Created TensorFlow Lite XNNPACK delegate for CPU"
 )
 
 

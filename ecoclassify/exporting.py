@@ -31,11 +31,15 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from ecoclassify.errors import ConfigError, DataError, ModelError, RunError
+from ecoclassify.errors import ConfigError, DataError, RunError
 from ecoclassify.files import (
     CONFIG_FILE, EXPORT_DIR, LABELS_FILE, LABELS_TXT, MODEL_FILE, SAVED_MODEL_DIR, SPLITS_FILE, STATE_FILE, TFLITE_FILE,
     atomic_write, usual_permissions, write_json, write_text,
 )
+# The conversion itself lives in models/, where predict's LiteRT runtime uses it too.
+from ecoclassify.models.conversion import INPUT_NAME, OUTPUT_NAME
+from ecoclassify.models.conversion import convert_tflite as _convert_tflite
+from ecoclassify.models.conversion import write_saved_model as _write_saved_model
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,6 @@ FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("float16", "int8")
 #: Most training images used to calibrate ``int8`` activations.
 REPRESENTATIVE_IMAGES = 100
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 #: Suffixes of other single-file formats: a mistaken ``-o`` for the chosen format.
 FILE_SUFFIXES = frozenset({".keras", ".h5", ".hdf5", ".pb", ".onnx", ".lite", ".pt", ".pth", ".zip", ".json", ".txt",
                            ".csv", ".yaml", ".yml"})
@@ -163,59 +165,6 @@ def representative_images(run_dir: Path, image_size: tuple[int, int],
         raise DataError(f"none of the {len(chosen)} training images listed in {path} can be read "
                         "(moved or deleted since training?); int8 quantisation needs them for calibration")
     return np.stack(images)
-
-
-def _write_saved_model(model: Any, folder: Path, batch: Optional[int]) -> None:
-    """The inference endpoint as a SavedModel: ``serving_default(image: uint8) -> {probabilities}``."""
-    import keras
-    import tensorflow as tf
-
-    height, width = model.inputs[0].shape[1:3]
-
-    def serve(image: Any) -> dict[str, Any]:
-        # training=False is what makes this the inference graph: augmentation and dropout
-        # pass through, BatchNorm uses its moving statistics.
-        return {OUTPUT_NAME: model(image, training=False)}
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", serve,
-                         input_signature=[tf.TensorSpec([batch, height, width, 3], tf.uint8, name=INPUT_NAME)])
-    # TensorFlow logs "Assets written to <folder>" at INFO, naming a temporary folder the user never sees.
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    tf_logger.setLevel(max(level, logging.WARNING))
-    try:
-        archive.write_out(str(folder), verbose=False)
-    finally:
-        tf_logger.setLevel(level)
-
-
-def _convert_tflite(model: Any, quantize: Optional[str], calibration: Optional[np.ndarray]) -> bytes:
-    """TFLite flatbuffer of the inference graph, converted from a batch-1 SavedModel."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory(prefix="ecoclassify-export-") as scratch:
-        # A static batch of 1: what field devices run, and what delegates such as the Edge TPU
-        # compiler require; the interpreter can still resize it.
-        _write_saved_model(model, Path(scratch) / SAVED_MODEL_DIR, batch=1)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(scratch) / SAVED_MODEL_DIR))
-        if quantize is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            if calibration is None:
-                raise ValueError("int8 quantisation needs calibration images")
-            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-            # Full integer: every op in int8 (no float fallback), as int8-only accelerators need.
-            # The uint8 input is cast and quantised inside; probabilities come out as float32.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        try:
-            return converter.convert()
-        except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise ModelError(f"TensorFlow Lite conversion ({quantize or 'float32'}) failed: {reason[:300]}") from None
 
 
 def _labels(classifier: Any, fmt: str, quantize: Optional[str], batch: Optional[int],

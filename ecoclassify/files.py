@@ -63,6 +63,12 @@ CAMTRAPDP_OBSERVATIONS_FILE = "observations.csv"
 CAMTRAPDP_UNEXPORTED_FILE = "unexported.csv"
 
 
+# --- predict --runtime litert: the run's model converted once, kept beside model.keras -----
+LITERT_FILE = "model.litert.tflite"
+#: What the LiteRT file was converted from (its SHA-256), with which versions, and how it agreed with Keras.
+LITERT_RECORD = "model.litert.json"
+
+
 def _read_umask() -> int:
     current = os.umask(0)
     os.umask(current)

@@ -17,11 +17,12 @@ import click
 from ecoclassify.cli.progress import ProgressBar
 
 # Spelled out, not imported, so that `ecoclassify --help` does not load pandas and Pillow;
-# tests check they equal ecoclassify.prediction.options.FORMATS and ENGINES and
+# tests check they equal ecoclassify.prediction.options.FORMATS, ENGINES and RUNTIMES and
 # ecoclassify.prediction.sorting.MODES.
 FORMATS = ("csv", "json", "md-json")
 MODES = ("copy", "symlink", "move")
 ENGINES = ("local", "dask")
+RUNTIMES = ("keras", "litert")
 
 
 @contextlib.contextmanager
@@ -83,12 +84,18 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 @click.option("--detection-category", "detection_categories", multiple=True, metavar="CATEGORY",
               help="With --detections: box categories to classify (repeatable) [default: animal]; other boxes above "
                    "the threshold keep their category as label.")
+
+
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="keras", show_default=True,
+              help="keras: the model as trained; litert: the same model converted once to TensorFlow Lite (kept as "
+                   "model.litert.tflite beside it, checked against Keras first), less CPU per image "
+                   "(pip install 'ecoclassify[litert]').")
 def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_size: int, top_k: int,
                     threshold: float | None, recursive: bool, fmt: str | None, checkpoint_every: int, resume: bool,
                     overwrite: bool, sequence_gap: float | None, md_category: tuple[str, ...], allow_truncated: bool,
                     max_pixels: int | None, threads: int | None, engine: str, scheduler: str | None,
                     workers: int | None, detections: Path | None, min_confidence: float | None,
-                    detection_categories: tuple[str, ...]) -> None:
+                    detection_categories: tuple[str, ...], runtime: str) -> None:
     """Label every image in INPUT (folders, image files, or text files listing paths) with MODEL.
 
     MODEL is a run folder or a .keras file with labels.json beside it. Writes one row per image
@@ -112,8 +119,8 @@ def predict_command(model: Path, inputs: tuple[Path, ...], output: Path, batch_s
     options = PredictOptions.build(
         output=output, batch_size=batch_size, top_k=top_k, threshold=threshold, recursive=recursive, fmt=fmt,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, sequence_gap=sequence_gap,
-        md_categories=md_categories or None, allow_truncated=allow_truncated, threads=threads, engine=engine, scheduler=scheduler, dask_workers=workers,
-        **limits)
+        md_categories=md_categories or None, allow_truncated=allow_truncated, threads=threads, engine=engine,
+        scheduler=scheduler, dask_workers=workers, runtime=runtime, **limits)
     # TensorFlow loads with the model, after predict has checked the inputs and the output.
     with ProgressBar("classifying", "img") as progress, _sigterm_as_ctrl_c():
         frame = predict(model, list(inputs), options, progress=progress)

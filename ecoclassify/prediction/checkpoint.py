@@ -213,9 +213,15 @@ def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> l
     for key, value in current.items():
         if key in ("model", "model_sha256"):
             continue
-        if saved.get(key) != value:
-            problems.append(f"{key} was {saved.get(key)!r}, now {value!r}")
+        before = saved.get(key, _MISSING_MEANS.get(key))
+        if before != value:
+            why = " (an output must come from one runtime)" if key == "runtime" else ""
+            problems.append(f"{key} was {before!r}, now {value!r}{why}")
     return problems
+
+
+#: Fingerprint keys added later, as checkpoints written before them ran (they ran on Keras).
+_MISSING_MEANS = {"runtime": "keras"}
 
 
 def _row_to_json(row: RawRow) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from ecoclassify.errors import ModelError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
+from ecoclassify.models.runtimes import InferenceRuntime, require_litert
 from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, check_removable, checkpoint_path, file_sha256
 from ecoclassify.prediction.crops import predict_crops, warn_if_crop_model
 from ecoclassify.prediction.inputs import InputSpec, count_refusing_output, iter_work, resolve_inputs
@@ -35,7 +36,7 @@ from ecoclassify.prediction.lock import output_lock
 from ecoclassify.prediction.md_categories import resolve_md_categories
 from ecoclassify.prediction.options import PredictOptions
 from ecoclassify.prediction.outputs import normalise_columns, now_iso, write_output
-from ecoclassify.prediction.runner import Runner
+from ecoclassify.prediction.runner import Runner, decode
 from ecoclassify.prediction.sequences import UNKNOWN, assign_sequences
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,9 @@ def predict(
             are files whose size or modification time changed since); ``engine="dask"`` labels
             chunks on Dask workers with the same output (needs ``pip install 'ecoclassify[dask]'``);
             ``detections=`` a detector's output classifies the crops of its boxes instead
-            (:func:`ecoclassify.prediction.crops.predict_crops`).
+            (:func:`ecoclassify.prediction.crops.predict_crops`); ``runtime="litert"`` runs the
+            model through LiteRT, converted once and checked against Keras (see
+            :mod:`ecoclassify.models.litert`).
         progress: Called as ``progress(advance, total)`` as files are done.
         **kwargs: The fields of :class:`~ecoclassify.prediction.options.PredictOptions`.
 
@@ -128,15 +131,18 @@ def predict(
         what the json formats record.
 
     Raises:
-        ConfigError: An option is invalid.
+        ConfigError: An option is invalid, or ``runtime="litert"`` without ``ai-edge-litert`` installed.
         DataError: An input does not exist or cannot be read as a list.
-        ModelError: The model cannot be loaded or does not output probabilities.
+        ModelError: The model cannot be loaded or does not output probabilities; with
+            ``runtime="litert"``, it cannot be converted or its conversion does not agree with Keras.
         RunError: The output exists (without ``resume``/``overwrite``), is one of the files read,
             or another run is writing it; the checkpoint belongs to another model or input set,
             or a ``.checkpoint`` that ``overwrite`` would delete was not written by predict.
         PredictionInterrupted: Ctrl-C; the checkpoint is saved (exit code 130).
     """
     options = PredictOptions.build(options, **kwargs)
+    if options.runtime == "litert":
+        require_litert()  # before TensorFlow loads: a missing extra fails in a second
     specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     output_path = options.output
     if output_path is not None and output_path.is_dir():
@@ -160,23 +166,29 @@ def _label(classifier: LoadedClassifier, specs: list[InputSpec], options: Predic
     top_k = min(options.top_k, len(classifier.classes))
     checkpoint = None
     done: dict[tuple[str, str], RawRow] = {}
+    resuming = False
     if output_path is not None:
         checkpoint = Checkpoint(checkpoint_path(output_path), _fingerprint(classifier, specs, options))
-        if options.resume and checkpoint.exists():
+        resuming = options.resume and checkpoint.exists()
+        if resuming:
             done = checkpoint.load()
             log.info("resuming from %s: %d files already done", checkpoint.path, len(done))
-        else:
-            if options.resume:
-                log.info("no checkpoint at %s: starting from the beginning", checkpoint.path)
-            checkpoint.start()
+    # After the checkpoint's fingerprint was compared (a resume with the other runtime is refused
+    # before converting), before a new checkpoint exists (a refused conversion leaves none).
+    runtime = _runtime(classifier, specs, options)
+    if checkpoint is not None and not resuming:
+        if options.resume:
+            log.info("no checkpoint at %s: starting from the beginning", checkpoint.path)
+        checkpoint.start()
 
     skipped: collections.Counter[str] = collections.Counter()
     if options.engine == "dask":
         from ecoclassify.prediction.dask_runner import DaskRunner
 
-        runner: Runner = DaskRunner(classifier, options, checkpoint=checkpoint, done=done, progress=progress)
+        runner: Runner = DaskRunner(classifier, options, checkpoint=checkpoint, done=done, progress=progress,
+                                    runtime=runtime)
     else:
-        runner = Runner(classifier, options, checkpoint=checkpoint, done=done, progress=progress)
+        runner = Runner(classifier, options, checkpoint=checkpoint, done=done, progress=progress, runtime=runtime)
     runner.total = total
     try:
         try:
@@ -234,6 +246,27 @@ def _check_existing(output: Path | None, resume: bool, overwrite: bool) -> None:
         raise RunError(f"{output} exists: use --overwrite to replace it (or --resume to continue an interrupted run)")
 
 
+def _runtime(classifier: LoadedClassifier, specs: list[InputSpec], options: PredictOptions) -> InferenceRuntime | None:
+    """The LiteRT runtime for ``runtime="litert"`` (converted and checked on first use); None runs Keras."""
+    if options.runtime != "litert":
+        return None
+    from ecoclassify.models.litert import CHECK_IMAGES, prepare_litert
+
+    def sample() -> tuple[np.ndarray | None, str]:
+        # The agreement check runs on the first readable images to be labelled: real pixels,
+        # whose top-1 margins are those the labels will depend on.
+        arrays = []
+        for scanned, item in enumerate(iter_work(specs, options.recursive)):
+            if len(arrays) == CHECK_IMAGES or scanned == 8 * CHECK_IMAGES:
+                break
+            _, array = decode(item, classifier.image_size, options.max_pixels, options.allow_truncated)
+            if array is not None:
+                arrays.append(array)
+        return (np.stack(arrays), "input") if arrays else (None, "")
+
+    return prepare_litert(classifier, options.batch_size, options.threads, sample)
+
+
 def _fingerprint(classifier: LoadedClassifier, specs: list[InputSpec], options: PredictOptions) -> dict[str, Any]:
     """What must not change between an interrupted run and its resumption."""
     return {
@@ -247,6 +280,8 @@ def _fingerprint(classifier: LoadedClassifier, specs: list[InputSpec], options: 
         "recursive": options.recursive,
         "allow_truncated": options.allow_truncated,
         "max_pixels": options.max_pixels,
+        # Keras and LiteRT differ in the last digits: one output never mixes the two.
+        "runtime": options.runtime,
     }
 
 
@@ -328,6 +363,7 @@ def _metadata(classifier: LoadedClassifier, specs: list[InputSpec], options: Pre
         "options": {"batch_size": options.batch_size, "top_k": top_k, "threshold": options.threshold,
                     "recursive": options.recursive, "sequence_gap": options.sequence_gap,
                     "allow_truncated": options.allow_truncated, "max_pixels": options.max_pixels,
+                    "runtime": options.runtime,
                     "md_categories": resolve_md_categories(classifier.classes, options.md_categories)},
         "columns": list(frame.columns),
         "summary": summary.as_dict(),

@@ -24,6 +24,8 @@ from ecoclassify.prediction.md_categories import check_md_category_overrides
 FORMATS = ("csv", "json", "md-json")
 #: Where the labelling runs: threads in this process, or chunks on Dask workers.
 ENGINES = ("local", "dask")
+#: What runs the model: Keras, or the same model converted for the LiteRT interpreter.
+RUNTIMES = ("keras", "litert")
 
 
 class PredictOptions(BaseModel):
@@ -58,6 +60,11 @@ class PredictOptions(BaseModel):
             boxes of other categories above the threshold are reported with the category as label.
         crop_margin: With ``detections``: the margin around each box; None: the model's training setting, else 0.1.
         crop_square: With ``detections``: square crops; None: the model's training setting, else True.
+
+
+        runtime: ``keras`` (the default), or ``litert``: the model converted once to TensorFlow
+            Lite and run by the LiteRT interpreter, checked against Keras on first use (needs
+            ``pip install 'ecoclassify[litert]'``; see :mod:`ecoclassify.models.litert`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,6 +91,9 @@ class PredictOptions(BaseModel):
     detection_categories: list[str] = Field(default_factory=lambda: ["animal"], min_length=1)
     crop_margin: Optional[float] = Field(None, ge=0.0, le=1.0)
     crop_square: Optional[bool] = None
+
+
+    runtime: Literal["keras", "litert"] = "keras"
 
     @field_validator("batch_size", "top_k", "checkpoint_every", "max_pixels", "threads", "dask_workers",
                      mode="before")
@@ -117,10 +127,10 @@ class PredictOptions(BaseModel):
     def _md_categories(cls, value: Any) -> Any:
         return None if value is None else check_md_category_overrides(value)
 
-    @field_validator("fmt", "engine", mode="before")
+    @field_validator("fmt", "engine", "runtime", mode="before")
     @classmethod
     def _choice(cls, value: Any, info: ValidationInfo) -> Any:
-        allowed = FORMATS if info.field_name == "fmt" else ENGINES
+        allowed = {"fmt": FORMATS, "engine": ENGINES, "runtime": RUNTIMES}[info.field_name]
         if value not in allowed:
             raise ValueError(f"{info.field_name} must be one of: {', '.join(allowed)}. "
                              f"Received: {info.field_name}={value!r}")

@@ -21,6 +21,7 @@ import numpy as np
 from ecoclassify.data.images import ImageReadError, load_rgb
 from ecoclassify.errors import ModelError
 from ecoclassify.models.io import LoadedClassifier
+from ecoclassify.models.runtimes import InferenceRuntime, KerasRuntime
 from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, file_identity
 from ecoclassify.prediction.inputs import WorkItem
 from ecoclassify.prediction.options import PredictOptions
@@ -41,6 +42,7 @@ class Runner:
         checkpoint: Where to save rows as they are done (None: nowhere).
         done: Rows of an earlier, interrupted run, by ``(root, filepath)``.
         progress: Called as ``progress(advance, total)``.
+        runtime: What runs the model (None: the classifier's Keras model).
 
     Attributes:
         rows: Every row so far (re-used and new), in processing order.
@@ -52,8 +54,10 @@ class Runner:
     """
 
     def __init__(self, classifier: LoadedClassifier, options: PredictOptions, *, checkpoint: Checkpoint | None = None,
-                 done: dict[tuple[str, str], RawRow] | None = None, progress: ProgressCallback | None = None) -> None:
+                 done: dict[tuple[str, str], RawRow] | None = None, progress: ProgressCallback | None = None,
+                 runtime: InferenceRuntime | None = None) -> None:
         self.classifier = classifier
+        self.runtime = runtime
         self.options = options
         self.batch_size = options.batch_size
         self.workers = options.threads or os.cpu_count() or 1
@@ -110,7 +114,7 @@ class Runner:
             self.reused += len(chunk)
         else:
             results = [future.result() for future in futures]
-            self.add(classify_decoded(self.classifier, results, self.batch_size))
+            self.add(classify_decoded(self.classifier, results, self.batch_size, self.runtime))
         if self.progress is not None:
             self.progress(len(chunk), self.total)
 
@@ -164,12 +168,13 @@ def classify_files(classifier: LoadedClassifier, paths: list[Path], options: Pre
 
 
 def classify_decoded(classifier: LoadedClassifier, results: list[tuple[RawRow, np.ndarray | None]],
-                     batch_size: int) -> list[RawRow]:
+                     batch_size: int, runtime: InferenceRuntime | None = None) -> list[RawRow]:
     """Classify one batch of decoded files; failed ones keep their row without probabilities.
 
     The batch is always padded to ``batch_size``: one traced shape, and each image's numbers
     do not depend on how many others happened to be read with it (so a resumed or distributed
-    run gives exactly the numbers of a plain one).
+    run gives exactly the numbers of a plain one). ``runtime`` runs the model (None: the
+    classifier's Keras model); this is the only call to it.
     """
     arrays = [array for _, array in results if array is not None]
     if not arrays:
@@ -177,7 +182,8 @@ def classify_decoded(classifier: LoadedClassifier, results: list[tuple[RawRow, n
     height, width = classifier.image_size
     batch = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
     batch[: len(arrays)] = np.stack(arrays)
-    probs = np.asarray(classifier.model.predict_on_batch(batch), dtype=np.float32)[: len(arrays)].copy()
+    runtime = runtime if runtime is not None else KerasRuntime(classifier.model)
+    probs = np.asarray(runtime.predict_batch(batch), dtype=np.float32)[: len(arrays)].copy()
     check_probabilities(classifier, probs)
     rows, position = [], 0
     for row, array in results:

@@ -386,6 +386,7 @@ def test_the_cli_offers_exactly_the_library_choices():
 
     assert predict_commands.FORMATS == options.FORMATS and predict_commands.MODES == sorting.MODES
     assert predict_commands.ENGINES == options.ENGINES
+    assert predict_commands.RUNTIMES == options.RUNTIMES
 
 
 def _release(fifo: Path) -> None:
@@ -470,3 +471,18 @@ def test_a_killed_process_resumes_to_exactly_the_uninterrupted_result(tmp_path, 
     reference = predict(classifier, [first, stuck[0], second, stuck[1], third], batch_size=10)
     pd.testing.assert_frame_equal(read_predictions(output)[0], reference)
     assert not parts.exists()
+
+
+def test_a_checkpoint_written_before_runtimes_existed_resumes_with_keras(tmp_path, classifier):
+    folder = write_numbered(tmp_path / "card", 12)
+    output = tmp_path / "predictions.csv"
+    reference = predict(classifier, folder, batch_size=4)
+    with pytest.raises(PredictionInterrupted):
+        predict(classifier, folder, output=output, batch_size=4, checkpoint_every=4, progress=StopAfter(8))
+    meta_path = checkpoint_path(output) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["fingerprint"]["runtime"]  # as ecoclassify wrote it before --runtime
+    meta_path.write_text(json.dumps(meta))
+    resumed = predict(classifier, folder, output=output, batch_size=4, resume=True)
+    assert resumed.attrs["summary"].reused == 8
+    pd.testing.assert_frame_equal(resumed, reference)

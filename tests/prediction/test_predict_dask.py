@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from tests.prediction._predict_support import train_tiny_model
+from tests.prediction._predict_support import COLOURS, train_tiny_model
 from tests.prediction.test_predict import write_card, write_numbered
 
 distributed = pytest.importorskip("dask.distributed", reason="the Dask engine needs ecoclassify[dask]")
 
 pytestmark = pytest.mark.slow
+
+PROBS = [f"prob_{name}" for name in COLOURS]
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +92,40 @@ def test_scheduler_options_without_the_dask_engine_are_refused(tmp_path, model_d
 
     with pytest.raises(ConfigError, match="apply to engine 'dask' only"):
         predict(model_dir, write_numbered(tmp_path / "images", 2), dask_workers=2)
+
+
+def test_dask_workers_run_the_litert_file_the_client_converted_and_checked(tmp_path, model_dir, scheduler):
+    pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime needs ecoclassify[litert]")
+    from ecoclassify.files import LITERT_FILE, LITERT_RECORD
+    from ecoclassify.prediction.labelling import predict
+
+    run = shutil.copytree(model_dir, tmp_path / "run")
+    folder = write_numbered(tmp_path / "images", 40)
+    local = predict(run, folder, batch_size=4, runtime="litert", threads=1)
+    record = (run / LITERT_RECORD).read_text()
+    kept = (run / LITERT_FILE).stat().st_mtime_ns
+    dask = predict(run, folder, batch_size=4, runtime="litert", engine="dask", scheduler=scheduler, threads=1)
+    pd.testing.assert_frame_equal(dask, local, atol=1e-6, rtol=0)
+    # No worker converted the model again: the client's checked file is the one they ran.
+    assert (run / LITERT_RECORD).read_text() == record and (run / LITERT_FILE).stat().st_mtime_ns == kept
+    assert dask.attrs["metadata"]["options"]["runtime"] == "litert"
+
+
+def test_a_dask_worker_runs_litert_without_keras_and_refuses_a_file_changed_since_the_check(tmp_path, model_dir):
+    pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime needs ecoclassify[litert]")
+    from ecoclassify.errors import ModelError
+    from ecoclassify.files import LITERT_FILE, LITERT_RECORD
+    from ecoclassify.prediction import dask_runner
+    from ecoclassify.prediction.inputs import WorkItem
+    from ecoclassify.prediction.labelling import predict
+
+    run = shutil.copytree(model_dir, tmp_path / "run")
+    folder = write_numbered(tmp_path / "images", 8)
+    local = predict(run, folder, batch_size=4, runtime="litert", threads=1)
+    sha = json.loads((run / LITERT_RECORD).read_text())["tflite_sha256"]
+    items = [WorkItem(str(folder), path) for path in local["filepath"]]
+    rows = dask_runner.label_chunk(str(run / "model.keras"), items, 4, 1, None, False, (str(run / LITERT_FILE), sha))
+    assert str(run / "model.keras") not in dask_runner._WORKER_MODELS  # Keras was never loaded for it
+    np.testing.assert_array_equal(np.stack([row.probs for row in rows]).astype(float).round(6), local[PROBS].to_numpy())
+    with pytest.raises(ModelError, match="changed after it was checked against Keras"):
+        dask_runner.label_chunk(str(run / "model.keras"), items, 4, 1, None, False, (str(run / LITERT_FILE), "0" * 64))
