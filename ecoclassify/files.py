@@ -8,6 +8,7 @@ evaluation, prediction and export agree on them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -123,3 +124,12 @@ def write_csv(path: Path, frame: "pd.DataFrame") -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON file written by :func:`write_json`."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes: a model is the same model wherever it was copied to."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -32,6 +32,7 @@ import pandas as pd
 
 from ecoclassify.errors import DataError
 from ecoclassify.files import CAMTRAPDP_PACKAGE_FILE
+from ecoclassify.data.labels import drop_multi_labelled
 
 CAMTRAPDP_VERSION = "1.0.2"
 #: Versions whose tables this reader understands (1.0 and its patch releases share them).
@@ -218,14 +219,7 @@ def read_camtrapdp(labels: Path, root: Path | None,
     frame = pd.DataFrame(rows, columns=columns).drop_duplicates(["filepath", "label"])
     excluded = pd.DataFrame(columns=["filepath", "label", "error", "detail"])
     if multi_label == "drop":
-        labels_per_file = frame.groupby("filepath")["label"].agg(sorted)
-        multi = labels_per_file[labels_per_file.map(len) > 1]
-        excluded = pd.DataFrame({"filepath": multi.index, "label": "", "error": "multiple_labels",
-                                 "detail": [f"labels: {', '.join(names)}" for names in multi]})
-        frame = frame[~frame["filepath"].isin(multi.index)]
-        if len(excluded):
-            warnings.append(f"{len(excluded)} image(s) of {path} with more than one label are left out "
-                            "(data.multi_label: drop) and listed in excluded.csv")
+        frame, excluded = drop_multi_labelled(frame, f"of {path}", warnings)
     return frame, root, warnings, excluded
 
 

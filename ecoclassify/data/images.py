@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
 import stat
 import threading
 from collections.abc import Iterator

@@ -21,6 +21,7 @@ import pandas as pd
 from ecoclassify.config import DataConfig
 from ecoclassify.data.camtrapdp import one_row_per_image, read_camtrapdp, uses_own_boxes
 from ecoclassify.data.demo import ensure_demo_dataset
+from ecoclassify.data.labels import drop_multi_labelled, refuse_multiple_labels
 from ecoclassify.data.discovery import discover_images, is_hidden
 from ecoclassify.errors import DataError
 
@@ -218,7 +219,7 @@ def _read_csv_file(path: Path, root: Path, predefined: bool = False) -> SourceRe
     if "split" in frame.columns:
         # The column only matters for predefined splits; otherwise the split is computed.
         frame = frame.assign(split=_normalise_splits(frame["split"], path)) if predefined else frame.drop(columns="split")
-    frame = _refuse_multiple_labels(frame, str(path), warnings)
+    frame = refuse_multiple_labels(frame, str(path), warnings)
     return SourceResult(frame.reset_index(drop=True), root, warnings)
 
 
@@ -282,16 +283,9 @@ def _read_coco(data: DataConfig) -> SourceResult:
     frame = frame.drop_duplicates(["filepath", "label"])  # several boxes of one species = one label
     dropped = pd.DataFrame(columns=EXCLUDED_COLUMNS)
     if data.multi_label == "drop":
-        labels = frame.groupby("filepath")["label"].agg(sorted)
-        multi = labels[labels.map(len) > 1]
-        dropped = pd.DataFrame({"filepath": multi.index, "label": "", "error": "multiple_labels",
-                                "detail": [f"labels: {', '.join(names)}" for names in multi]})
-        frame = frame[~frame["filepath"].isin(multi.index)]
-        if len(dropped):
-            warnings.append(f"{len(dropped)} image(s) in {path} with more than one label are left out "
-                            "(data.multi_label: drop) and listed in excluded.csv")
+        frame, dropped = drop_multi_labelled(frame, f"in {path}", warnings)
     try:
-        frame = _refuse_multiple_labels(frame, str(path), warnings)
+        frame = refuse_multiple_labels(frame, str(path), warnings)
     except DataError as exc:
         raise DataError(f"{exc} Or set data.multi_label: drop to leave them out (listed in excluded.csv).") from None
     for column in ("site", "datetime", "sequence", "frame_num", "seq_num_frames"):
@@ -309,7 +303,7 @@ def _read_camtrapdp(data: DataConfig) -> SourceResult:
     if own_boxes:  # every box has its own label: several species in one image are no multi-label problem
         frame = one_row_per_image(frame, data.include_labels, data.exclude_labels)
     try:
-        frame = _refuse_multiple_labels(frame, str(data.labels), warnings)
+        frame = refuse_multiple_labels(frame, str(data.labels), warnings)
     except DataError as exc:
         raise DataError(f"{exc} Or set data.multi_label: drop to leave them out (listed in excluded.csv).") from None
     return SourceResult(frame.reset_index(drop=True), root, warnings, excluded=dropped)
@@ -348,25 +342,6 @@ def _check_coco_ids(path: Path, coco: dict) -> None:
             if isinstance(value, (dict, list)):
                 raise DataError(f"{path}: '{key}' entry {index} has a {type(value).__name__} as {name}; ids must "
                                 f"be integers or strings. Received: {name}={json.dumps(value)[:80]}")
-
-
-def _refuse_multiple_labels(frame: pd.DataFrame, where: str, warnings: list[str]) -> pd.DataFrame:
-    per_file = frame.groupby("filepath")["label"].nunique()
-    multi = per_file[per_file > 1]
-    if len(multi):
-        examples = "; ".join(
-            f"{fp}: {', '.join(sorted(frame.loc[frame['filepath'] == fp, 'label'].unique()))}"
-            for fp in list(multi.index)[:5]
-        )
-        raise DataError(
-            f"{len(multi)} image(s) in {where} have more than one label, which a single-label classifier "
-            f"cannot learn from (e.g. {examples}). Give each image one label or remove those rows."
-        )
-    repeated = frame.duplicated("filepath")
-    if repeated.any():
-        warnings.append(f"{int(repeated.sum())} repeated row(s) for the same image and label in {where} were merged")
-        frame = frame[~repeated]
-    return frame
 
 
 def _apply_label_filter(samples: pd.DataFrame, data: DataConfig, warnings: list[str]) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ecoclassify.errors import ModelError, RunError
-from ecoclassify.files import LITERT_FILE, LITERT_RECORD, MODEL_FILE, atomic_write, write_json
+from ecoclassify.files import LITERT_FILE, LITERT_RECORD, MODEL_FILE, atomic_write, file_sha256, write_json
 from ecoclassify.models.runtimes import KerasRuntime, LiteRTRuntime, litert_version, require_litert
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,6 @@ def litert_paths(model_path: Path) -> tuple[Path, Path]:
     return model_path.with_name(f"{stem}.litert.tflite"), model_path.with_name(f"{stem}.litert.json")
 
 
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_litert(classifier: Any, batch_size: int, threads: int | None, sample: SampleImages) -> LiteRTRuntime:
     """The LiteRT runtime of a loaded classifier: the kept file, or a new conversion that passed the check.
 
@@ -83,7 +74,7 @@ def prepare_litert(classifier: Any, batch_size: int, threads: int | None, sample
     """
     require_litert()
     tflite, record_path = litert_paths(classifier.path)
-    source_sha256 = sha256_of(classifier.path)
+    source_sha256 = file_sha256(classifier.path)
     record, reason = _kept_record(tflite, record_path, source_sha256, classifier.path.name)
     if record is not None:
         try:
@@ -109,7 +100,7 @@ def open_litert(path: Path, sha256: str, batch_size: int, threads: int | None) -
         ModelError: The file is missing or its SHA-256 is not ``sha256``.
     """
     try:
-        actual = sha256_of(path)
+        actual = file_sha256(path)
     except OSError as exc:
         raise ModelError(f"cannot read the LiteRT model {path}: {exc.strerror or exc}") from None
     if actual != sha256:
@@ -134,7 +125,7 @@ def _kept_record(tflite: Path, record_path: Path, source_sha256: str,
     if recorded_source != source_sha256:
         return None, f"it is stale: {source_name} changed since it was converted"
     try:
-        actual = sha256_of(tflite)
+        actual = file_sha256(tflite)
     except OSError as exc:
         return None, f"it cannot be read ({exc.strerror or exc})"
     if actual != recorded_self:

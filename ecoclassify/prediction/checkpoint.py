@@ -14,7 +14,6 @@ is never deleted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -72,15 +71,6 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 def checkpoint_path(output: Path) -> Path:
     """The checkpoint folder of an output file: ``predictions.csv`` -> ``predictions.csv.checkpoint``."""
     return output.with_name(output.name + CHECKPOINT_SUFFIX)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes: a model is the same model wherever it was copied to."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Checkpoint:

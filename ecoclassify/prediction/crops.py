@@ -40,6 +40,7 @@ from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.prediction.checkpoint import RawRow
 from ecoclassify.prediction.inputs import WorkItem, iter_work, resolve_inputs
 from ecoclassify.prediction.options import PredictOptions
+from ecoclassify.prediction.summary import PredictionSummary
 from ecoclassify.prediction.outputs import md_base, normalise_columns, now_iso
 from ecoclassify.prediction.runner import PREFETCH_CHUNKS, chunks, classify_decoded
 from ecoclassify.prediction.sequences import UNKNOWN
@@ -351,34 +352,11 @@ def _box_label(box: Any, threshold: Optional[float]) -> str:
 
 
 @dataclass
-class CropSummary:
-    """What happened, with the fields of whole-frame predict's summary plus the boxes."""
+class CropSummary(PredictionSummary):
+    """Whole-frame predict's summary plus the number of boxes (crop predict keeps no checkpoint,
+    so nothing is reused or read again)."""
 
-    total: int = 0
-    ok: int = 0
-    failed: int = 0
-    failed_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped: int = 0
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)
     boxes: int = 0
-    sequences: Optional[int] = None
-    processed: int = 0
-    reused: int = 0
-    changed: int = 0  # never resumed (crop predict keeps no checkpoint), so nothing is read again
-    seconds: float = 0.0
-    output: Optional[str] = None
-
-    @property
-    def images_per_second(self) -> float:
-        """Images decoded and classified per second."""
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form, ``images_per_second`` included."""
-        from dataclasses import asdict
-
-        return {**asdict(self), "images_per_second": round(self.images_per_second, 2)}
 
 
 def _summary(frame: pd.DataFrame, boxes: pd.DataFrame, skipped: collections.Counter, seconds: float,

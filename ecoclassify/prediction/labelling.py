@@ -19,7 +19,6 @@ import collections
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ import pandas as pd
 from ecoclassify.errors import ModelError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.models.runtimes import InferenceRuntime, require_litert
-from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, check_removable, checkpoint_path, file_sha256
+from ecoclassify.files import file_sha256
+from ecoclassify.prediction.checkpoint import Checkpoint, RawRow, check_removable, checkpoint_path
 from ecoclassify.prediction.crops import predict_crops, warn_if_crop_model
 from ecoclassify.prediction.inputs import InputSpec, count_refusing_output, iter_work, resolve_inputs
 from ecoclassify.prediction.lock import output_lock
@@ -38,6 +38,7 @@ from ecoclassify.prediction.options import PredictOptions
 from ecoclassify.prediction.outputs import normalise_columns, now_iso, write_output
 from ecoclassify.prediction.runner import Runner, decode
 from ecoclassify.prediction.sequences import UNKNOWN, assign_sequences
+from ecoclassify.prediction.summary import PredictionSummary, format_summary  # noqa: F401  (format_summary: API)
 
 log = logging.getLogger(__name__)
 
@@ -49,49 +50,6 @@ class PredictionInterrupted(RunError):
     """Prediction stopped by Ctrl-C; the checkpoint holds the work done so far."""
 
     exit_code = 130
-
-
-@dataclass
-class PredictionSummary:
-    """What happened, for the final report (``frame.attrs["summary"]``).
-
-    Attributes:
-        total: Rows in the output: image files found, read or not.
-        ok: Files classified.
-        failed: Files that could not be read; ``failed_by_reason`` counts them per reason.
-        skipped: Entries passed over (hidden, not images, unsafe links, duplicates);
-            ``skipped_by_reason`` counts them per reason.
-        labels: Files per label, ``unknown`` included.
-        sequences: Number of sequences, when sequences were formed.
-        processed: Files decoded by this call; ``reused`` came from the checkpoint.
-        changed: Files the checkpoint held that were read again because their size or
-            modification time changed since (a card swapped for photos with the same names).
-        seconds: Wall time of the decoding and classification.
-        output: The file written, if any.
-    """
-
-    total: int = 0
-    ok: int = 0
-    failed: int = 0
-    failed_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped: int = 0
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)
-    sequences: int | None = None
-    processed: int = 0
-    reused: int = 0
-    changed: int = 0
-    seconds: float = 0.0
-    output: str | None = None
-
-    @property
-    def images_per_second(self) -> float:
-        """Files decoded and classified per second by this call."""
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form, ``images_per_second`` included."""
-        return {**asdict(self), "images_per_second": round(self.images_per_second, 2)}
 
 
 def predict(
@@ -379,31 +337,3 @@ def _interrupted_message(runner: Runner, checkpoint: Checkpoint | None) -> str:
         return f"Interrupted after {done} of {runner.total} images; nothing was saved (no output file was given)."
     return (f"Interrupted after {done} of {runner.total} images; they are saved in the checkpoint {checkpoint.path}. "
             "To resume, run the same command again with --resume.")
-
-
-def format_summary(summary: PredictionSummary) -> str:
-    """A few lines for the terminal."""
-
-    def counts(mapping: dict[str, int]) -> str:
-        return ", ".join(f"{key} {value}" for key, value in mapping.items())
-
-    line = f"{summary.total} images: {summary.ok} ok, {summary.failed} failed"
-    if summary.failed:
-        line += f" ({counts(summary.failed_by_reason)})"
-    line += f"; {summary.skipped} other files skipped"
-    if summary.skipped:
-        line += f" ({counts(summary.skipped_by_reason)})"
-    lines = [line]
-    if summary.labels:
-        lines.append(f"labels: {counts(summary.labels)}")
-    if summary.sequences is not None:
-        lines.append(f"sequences: {summary.sequences}")
-    speed = f"{summary.images_per_second:.1f} images/s ({summary.processed} read in {summary.seconds:.1f} s"
-    speed += f", {summary.reused} from the checkpoint)" if summary.reused else ")"
-    lines.append(speed)
-    if summary.changed:
-        lines.append(f"{summary.changed} files had changed since the checkpoint (size or modification time) "
-                     "and were read again")
-    if summary.output:
-        lines.append(f"wrote {summary.output}")
-    return "\n".join(lines)

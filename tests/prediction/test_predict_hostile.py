@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.prediction._predict_support import coloured, run_cli, tiny_model_dir
+from tests.prediction.test_predict import StopAfter
 from ecoclassify.errors import RunError
 from ecoclassify.models.io import load_classifier
 from ecoclassify.prediction.checkpoint import checkpoint_path
@@ -29,18 +30,6 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def classifier(model_dir):
     return load_classifier(model_dir)
-
-
-class StopAfter:
-    """A progress callback that presses Ctrl-C once ``count`` files are done."""
-
-    def __init__(self, count: int) -> None:
-        self.count, self.done = count, 0
-
-    def __call__(self, advance: int, total: int) -> None:
-        self.done += advance
-        if self.done >= self.count:
-            raise KeyboardInterrupt
 
 
 # --- file names that are not UTF-8 ------------------------------------------------------------
