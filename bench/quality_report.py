@@ -21,14 +21,29 @@ GOALS = {"loso": 0.65, "strat5": 0.85}
 REFERENCE_PROBE = {"loso": 0.575, "strat5": 0.788}
 GOAL_WALL_S = 60 * 60
 
+def screening(outcomes: list[Outcome]) -> str:
+    """What the single-seed rows can and cannot say, with the shipped config's seed-to-seed sd."""
+    sds = []
+    for protocol in PROTOCOL_TITLES:
+        f1 = [o.metrics()["macro_f1"] for o in _runs(outcomes, "new_sites", protocol)]
+        if len(f1) > 1:
+            sds.append(f"{statistics.stdev(f1):.3f} ({PROTOCOL_TITLES[protocol]})")
+    return ("Rows with one seed are a screening run (this round's compute budget on a shared 2-core machine); "
+            + (f"the seed-to-seed sd of the shipped config, {', '.join(sds)}, says how far apart two single-seed "
+               "rows must be to mean anything. " if sds else "")
+            + "Leaving one source out, the folds do not depend on the seed, so its probe rows have sd 0. Wall times "
+            "depend on the load (listed above) and include each fold's image scan, model build, head training, "
+            "end-to-end test predictions and report.\n")
+
+
 #: Recipes of the issue that this benchmark did not measure (see README, "Results on real camera-trap images").
 NOT_MEASURED = (
-    "- Fine-tuning (stages 6-7 of Lite0), LP-FT and camera-trap augmentation: each fine-tuned epoch runs every "
-    "training image through the backbone (~25 CPU s per epoch per fold at 224 px), about 20-40 min per protocol "
-    "with a few epochs; not measured in this round's compute budget.",
+    "- LP-FT, camera-trap augmentation, and fine-tuning beyond the one Lite0 row (2 epochs, one seed): each "
+    "fine-tuned epoch runs every training image through the backbone (~25 CPU s per epoch per fold at 224 px); "
+    "not measured in this round's compute budget.",
     "- Flip test-time augmentation and WiSE-FT (weight-space ensembling of head-only and fine-tuned models): not "
     "implemented in ecoclassify, so not measured.",
-    "- Resolution other than each backbone's native size: not measured.",
+    "- Resolution other than each backbone's native size; Lite2 with the other head variants: not measured.",
 )
 
 
@@ -185,6 +200,11 @@ def goals(outcomes: list[Outcome], key: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _largest_difference(outcomes: list[Outcome]) -> float:
+    return max((abs(o.metrics()["macro_f1"] - o.reported_macro_f1) for o in outcomes
+                if o.reported_macro_f1 is not None), default=float("nan"))
+
+
 def render(outcomes: list[Outcome], variants: Sequence[Variant], context: dict) -> str:
     shipped = "new_sites" if any(o.variant == "new_sites" for o in outcomes) else None
     check = context.get("feature_check", {})
@@ -199,13 +219,15 @@ def render(outcomes: list[Outcome], variants: Sequence[Variant], context: dict) 
         f"Machine: {machine()}.\n",
         "Runs (the load average says how many other jobs shared the 2 cores; wall times are indicative):\n\n"
         + "\n".join(f"- `{c}`" for c in context.get("commands", [])) + "\n",
-        "## Results\n", results_table(outcomes, variants),
+        "## Results\n", results_table(outcomes, variants), screening(outcomes),
     ]
     if shipped:
         parts += ["## Goals of issue 15 for the shipped `configs/camera_traps_new_sites.yaml`\n",
                   goals(outcomes, shipped),
                   "## Per source (leave one source out, shipped config)\n", per_source_table(outcomes, shipped),
                   "## Per-class F1 (shipped config, seeds pooled)\n", per_class_table(outcomes, shipped)]
+    if context.get("notes"):
+        parts += ["## Also measured\n", "\n".join(f"- {note}" for note in context["notes"]) + "\n"]
     parts += ["## Not measured\n", "\n".join(NOT_MEASURED) + "\n",
               "## How the figures were made\n",
               "Head-only recipes train on cached pooled features (`training.cache_features`). Within one crossval "
@@ -214,5 +236,8 @@ def render(outcomes: list[Outcome], variants: Sequence[Variant], context: dict) 
               "and the reports are the library's own). Largest relative difference between remembered and freshly "
               "computed features: "
               + (", ".join(f"{k} {v:.1e}" for k, v in check.items()) or "not checked") + ". A plain `ecoclassify "
-              "crossval` computes them in every fold, so its wall time is longer than the table's.\n"]
+              "crossval` computes them in every fold, so its wall time is longer than the table's. Every row's "
+              "pooled macro-F1 is recomputed here with scikit-learn from the crossval report's "
+              "`predictions_test.csv`; largest difference from `crossval.json`: "
+              f"{_largest_difference(outcomes):.1e}.\n"]
     return "\n".join(parts)
