@@ -27,7 +27,8 @@ def coarse_csv(shared_dir) -> Path:
 
 
 def test_the_benchmark_configs_point_at_the_shared_csv_and_leave_exclude_out_through_config(coarse_csv):
-    assert len(SHIPPED_FOR_THE_BENCHMARK) == 6
+    assert len(SHIPPED_FOR_THE_BENCHMARK) == 7
+    assert CONFIGS / "camera_traps_new_sites.yaml" in SHIPPED_FOR_THE_BENCHMARK
     for path in SHIPPED_FOR_THE_BENCHMARK:
         config = load_config(path)
         assert config.data.source == "csv"
@@ -67,3 +68,13 @@ def test_validate_accepts_the_shipped_fine_tune_config_on_the_real_set(coarse_cs
     assert result.exit_code == 0, result.output
     assert "usable images: 435; classes: 6" in result.output
     assert "36 image(s) left out by the label filter" in result.output
+
+
+def test_the_new_sites_config_validates_and_tests_on_sources_it_never_trained_on(coarse_csv):
+    prepared = prepare_data(load_config(CONFIGS / "camera_traps_new_sites.yaml"))
+
+    assert prepared.ok, prepared.errors
+    samples = prepared.samples
+    sources = samples["filepath"].map(lambda p: Path(p).relative_to(coarse_csv.parent).parts[0])
+    held_out = set(sources[samples["split"] != "train"])
+    assert held_out and not held_out & set(sources[samples["split"] == "train"])
