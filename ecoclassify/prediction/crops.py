@@ -38,7 +38,7 @@ from ecoclassify.data.images import ImageReadError, read_header
 from ecoclassify.errors import DataError, RunError
 from ecoclassify.models.io import LoadedClassifier, load_classifier
 from ecoclassify.prediction.checkpoint import RawRow
-from ecoclassify.prediction.inputs import WorkItem, iter_work, resolve_inputs
+from ecoclassify.prediction.inputs import InputSpec, WorkItem, iter_work
 from ecoclassify.prediction.options import PredictOptions
 from ecoclassify.prediction.summary import PredictionSummary
 from ecoclassify.prediction.outputs import md_base, normalise_columns, now_iso
@@ -88,13 +88,13 @@ def warn_if_crop_model(classifier: LoadedClassifier) -> Optional[str]:
     return message
 
 
-def predict_crops(model: str | os.PathLike | LoadedClassifier, inputs: Any, options: PredictOptions,
+def predict_crops(model: str | os.PathLike | LoadedClassifier, specs: list[InputSpec], options: PredictOptions,
                   progress: Optional[Callable[[int, int], None]] = None) -> pd.DataFrame:
-    """Classify the detector's boxes of every image under ``inputs``; one row per image, boxes in ``attrs``.
+    """Classify the detector's boxes of every image of ``specs``; one row per image, boxes in ``attrs``.
 
     Args:
         model: A run folder, a ``.keras`` file with ``labels.json`` beside it, or a loaded classifier.
-        inputs: Folders, image files or list files, as for whole-frame predict.
+        specs: The inputs as whole-frame predict resolved them (folders, image files, list files).
         options: With ``detections`` set.
         progress: Called as ``progress(advance, total)`` as images are done.
 
@@ -109,7 +109,6 @@ def predict_crops(model: str | os.PathLike | LoadedClassifier, inputs: Any, opti
     """
     from ecoclassify.prediction.crop_outputs import write_crop_outputs
 
-    specs = resolve_inputs(inputs if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     output = options.output
     if output is not None and not options.overwrite:
         for path in _output_paths(output, options.fmt):

@@ -109,7 +109,7 @@ def predict(
     with output_lock(output_path):
         _check_existing(output_path, options.resume, options.overwrite)
         if options.detections is not None:  # crops of the detector's boxes, not whole frames
-            return predict_crops(model, inputs, options, progress=progress)
+            return predict_crops(model, specs, options, progress=progress)
         # A listing pass, before the model loads: a bad list file fails at once, and progress has an ETA.
         total = count_refusing_output(output_path, specs, iter_work(specs, options.recursive))
         classifier = model if isinstance(model, LoadedClassifier) else load_classifier(model)

@@ -58,7 +58,6 @@ class Runner:
                  runtime: InferenceRuntime | None = None) -> None:
         self.classifier = classifier
         self.runtime = runtime
-        self.options = options
         self.batch_size = options.batch_size
         self.workers = options.threads or os.cpu_count() or 1
         self.allow_truncated = options.allow_truncated
