@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ecoclassify.cli.app import main
-from ecoclassify.config import Config
 from ecoclassify.crossvalidation import CrossvalInterrupted, crossval
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ecoclassify.data.budget import DECODE_BUDGET
 from ecoclassify.data.camtrapdp import BOX_LABELS_COLUMN
 from ecoclassify.data.detections import (
     DUPLICATE,
@@ -34,16 +33,16 @@ from ecoclassify.data.detections import (
     kept_boxes,
     read_detections,
 )
-from ecoclassify.data.exif import SWAPPING_ORIENTATIONS, TRANSPOSE, capture_time, exif_of, orientation_of
+from ecoclassify.data.exif import capture_time
+from ecoclassify.data.truncation import TRUNCATION_GATE
 from ecoclassify.data.images import (
     DEFAULT_MAX_PIXELS,
-    _GATE,
     ImageReadError,
     _check_size,
     _open_image,
     _pillow_failure,
     _resample_filter,
-    _to_rgb,
+    _upright_rgb,
 )
 from ecoclassify.errors import DataError
 
@@ -109,22 +108,12 @@ def _draft_request(boxes: Sequence[Optional[BoxTuple]], width: int, height: int,
 
 def _decode_crops(path: Path, boxes: Sequence[Optional[BoxTuple]], size: tuple[int, int], margin: float,
                   square: bool, max_pixels: Optional[int], resample: Image.Resampling) -> LoadedCrops:
+    def request(width: int, height: int) -> Optional[tuple[int, int]]:
+        return _draft_request(boxes, width, height, size, margin, square) if boxes else None
+
     with _open_image(path, max_pixels) as img:
         try:
-            orientation = orientation_of(exif_of(img, allow_decode=False))
-            stored_w, stored_h = img.size
-            width, height = (stored_h, stored_w) if orientation in SWAPPING_ORIENTATIONS else (stored_w, stored_h)
-            if img.format in ("JPEG", "MPO") and boxes:
-                want_w, want_h = _draft_request(boxes, width, height, size, margin, square)
-                if orientation in SWAPPING_ORIENTATIONS:
-                    want_w, want_h = want_h, want_w
-                img.draft("RGB", (want_w, want_h))
-            with DECODE_BUDGET.hold(img.width * img.height):
-                img.load()
-                exif = exif_of(img, allow_decode=True)
-                orientation = orientation_of(exif)
-                out = img.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else img
-                out = _to_rgb(out)
+            with _upright_rgb(img, request) as (out, width, height, exif):
                 # The decoded frame may be drafted: windows are computed in its own pixels.
                 scale_x, scale_y = out.width / width, out.height / height
                 arrays = []
@@ -175,12 +164,12 @@ def load_crops(
     assert checked is not None
     resample_filter = _resample_filter(resample)
     try:
-        with _GATE.strict():
+        with TRUNCATION_GATE.strict():
             return _decode_crops(path, boxes, checked, margin, square, max_pixels, resample_filter)
     except ImageReadError as exc:
         if not (allow_truncated and exc.reason == "truncated"):
             raise
-    with _GATE.tolerant():
+    with TRUNCATION_GATE.tolerant():
         return _decode_crops(path, boxes, checked, margin, square, max_pixels, resample_filter)
 
 

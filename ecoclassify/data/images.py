@@ -30,8 +30,7 @@ import contextlib
 import datetime as dt
 import os
 import stat
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -41,6 +40,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ecoclassify.data.budget import DECODE_BUDGET
 from ecoclassify.data.exif import SWAPPING_ORIENTATIONS, TRANSPOSE, capture_time, exif_of, orientation_of
+from ecoclassify.data.truncation import TRUNCATION_GATE
 from ecoclassify.errors import ConfigError, DataError
 
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -105,57 +105,6 @@ class ImageHeader:
     format: str
     mode: str
     datetime: dt.datetime | None
-
-
-class _TruncationGate:
-    """Many strict decodes at once, or one decode with LOAD_TRUNCATED_IMAGES switched on."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._strict = 0  # decodes running with the flag off
-        self._tolerant = False
-        self._tolerant_waiting = 0
-        self._previous = False
-
-    @contextlib.contextmanager
-    def strict(self) -> Iterator[None]:
-        with self._cond:
-            # Queued tolerant decodes go first, so a stream of strict ones cannot starve them.
-            self._cond.wait_for(lambda: not (self._tolerant or self._tolerant_waiting))
-            if not self._strict:
-                # Other libraries switch the flag on for the whole process when imported (MegaDetector's
-                # visualization_utils does): strict decodes must not inherit that.
-                self._previous = ImageFile.LOAD_TRUNCATED_IMAGES
-                ImageFile.LOAD_TRUNCATED_IMAGES = False
-            self._strict += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._strict -= 1
-                if not self._strict:
-                    ImageFile.LOAD_TRUNCATED_IMAGES = self._previous
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def tolerant(self) -> Iterator[None]:
-        with self._cond:
-            self._tolerant_waiting += 1
-            self._cond.wait_for(lambda: not (self._tolerant or self._strict))
-            self._tolerant_waiting -= 1
-            self._tolerant = True
-        previous = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = True
-        try:
-            yield
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = previous
-            with self._cond:
-                self._tolerant = False
-                self._cond.notify_all()
-
-
-_GATE = _TruncationGate()
 
 
 def classify_os_error(exc: BaseException) -> str:
@@ -312,7 +261,7 @@ def read_header(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         ImageReadError: With one of the module's reason codes.
     """
     path = Path(path)
-    with _GATE.strict(), _open_image(path, max_pixels) as img:
+    with TRUNCATION_GATE.strict(), _open_image(path, max_pixels) as img:
         exif = exif_of(img, allow_decode=False)
         width, height = img.size
         if orientation_of(exif) in SWAPPING_ORIENTATIONS:
@@ -358,33 +307,52 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGBA").convert("RGB")
 
 
+@contextlib.contextmanager
+def _upright_rgb(
+    img: ImageFile.ImageFile, request: Callable[[int, int], tuple[int, int] | None]
+) -> Iterator[tuple[Image.Image, int, int, Image.Exif]]:
+    """Decodes an opened image under the decode budget and yields it upright, in RGB.
+
+    Args:
+        img: From :func:`_open_image`, not loaded yet.
+        request: Called with the upright full size ``(width, height)``; returns the smallest
+            upright size the caller needs, or None for full resolution. A JPEG is decoded
+            reduced in the DCT domain (1/2, 1/4, 1/8) to at least that size.
+
+    Yields:
+        ``(image, width, height, exif)``: the upright RGB image (reduced JPEGs are smaller than
+        ``width`` x ``height``, the upright full size) and the EXIF block. The budget is held
+        until the caller's block ends, while it still works on the decoded pixels.
+    """
+    orientation = orientation_of(exif_of(img, allow_decode=False))
+    stored_w, stored_h = img.size  # before draft() shrinks it
+    if img.format in ("JPEG", "MPO"):
+        swapped = orientation in SWAPPING_ORIENTATIONS
+        wanted = request(*((stored_h, stored_w) if swapped else (stored_w, stored_h)))
+        if wanted is not None:
+            # Pillow keeps the result at least as large as asked, so a later resize never
+            # upsamples. Ask in stored orientation: a 90-degree EXIF rotation swaps the sides.
+            want_w, want_h = wanted
+            img.draft("RGB", (want_h, want_w) if swapped else (want_w, want_h))
+    # img.size is the drafted size now: what will really be decoded.
+    with DECODE_BUDGET.hold(img.width * img.height):
+        img.load()
+        # After load, so a PNG's trailing eXIf chunk counts too.
+        exif = exif_of(img, allow_decode=True)
+        orientation = orientation_of(exif)
+        width, height = (stored_h, stored_w) if orientation in SWAPPING_ORIENTATIONS else (stored_w, stored_h)
+        out = img.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else img
+        yield _to_rgb(out), width, height, exif
+
+
 def _decode(
     path: Path, size: tuple[int, int] | None, max_pixels: int | None, resample: Image.Resampling
 ) -> LoadedImage:
     with _open_image(path, max_pixels) as img:
         mode = img.mode
         try:
-            orientation = orientation_of(exif_of(img, allow_decode=False))
-            stored_size = img.size  # before draft() shrinks it
-            if size is not None and img.format in ("JPEG", "MPO"):
-                # DCT-domain downscaling by 1/2, 1/4 or 1/8; Pillow keeps the result at least as
-                # large as asked, so the final resize below never upsamples. Ask in stored
-                # orientation: a 90-degree EXIF rotation swaps the target's sides.
-                target_h, target_w = size
-                if orientation in SWAPPING_ORIENTATIONS:
-                    target_h, target_w = target_w, target_h
-                img.draft("RGB", (target_w, target_h))
-            # img.size is the drafted size now: what will really be decoded.
-            with DECODE_BUDGET.hold(img.width * img.height):
-                img.load()
-                # After load, so a PNG's trailing eXIf chunk counts too.
-                exif = exif_of(img, allow_decode=True)
-                orientation = orientation_of(exif)
-                width, height = stored_size
-                if orientation in SWAPPING_ORIENTATIONS:
-                    width, height = height, width
-                out = img.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else img
-                out = _to_rgb(out)
+            wanted = None if size is None else (size[1], size[0])
+            with _upright_rgb(img, lambda width, height: wanted) as (out, width, height, exif):
                 if size is not None and out.size != (size[1], size[0]):
                     out = out.resize((size[1], size[0]), resample=resample)
                 array = np.array(out, dtype=np.uint8)
@@ -430,11 +398,11 @@ def load_rgb(
     size = _check_size(size)
     resample_filter = _resample_filter(resample)
     try:
-        with _GATE.strict():
+        with TRUNCATION_GATE.strict():
             return _decode(path, size, max_pixels, resample_filter)
     except ImageReadError as exc:
         if not (allow_truncated and exc.reason == "truncated"):
             raise
     # Only files that really are truncated pay for the exclusive lock.
-    with _GATE.tolerant():
+    with TRUNCATION_GATE.tolerant():
         return _decode(path, size, max_pixels, resample_filter)

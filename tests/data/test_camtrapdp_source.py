@@ -8,7 +8,6 @@ Small packages are written by the tests; the standard's own example (media as UR
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
