@@ -163,21 +163,6 @@ def rss_flatness(scratch: Path) -> tuple[float, float]:
     return results[0], results[1]
 
 
-def twelve_megapixel_folder(folder: Path, count: int, distinct: int = 8) -> None:
-    """``count`` 4000x3000 JPEGs (smooth noise, camera-like file sizes), ``distinct`` different ones repeated."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    width, height = TWELVE_MP
-    sources = []
-    for index in range(min(distinct, count)):
-        coarse = (rng.random((height // 16, width // 16, 3)) * 255).astype(np.uint8)
-        path = folder / f"frame_{index:05d}.jpg"
-        Image.fromarray(coarse).resize(TWELVE_MP, Image.Resampling.BICUBIC).save(path, quality=90)
-        sources.append(path.read_bytes())
-    for index in range(len(sources), count):
-        (folder / f"frame_{index:05d}.jpg").write_bytes(sources[index % len(sources)])
-
-
 def timed_predict(classifier: object, frames: Path, runtime: str, batch: int) -> dict[str, float]:
     """One ``predict`` over ``frames``: images/s (wall) and CPU seconds per image (this process)."""
     count = len(list(frames.iterdir()))
@@ -299,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                        for backbone in ("mobilenet_v2", "vgg16")}
             rss = None if args.skip_rss else rss_flatness(scratch)
         if args.only != "classic":
-            twelve_megapixel_folder(scratch / "frames-12mp", args.runtime_images)
+            write_frames(scratch / "frames-12mp", args.runtime_images, size=TWELVE_MP)
             runtimes = compare_runtimes(scratch / "frames-12mp", scratch, args.runtime_batch)
             decode = decode_cpu_per_image(scratch / "frames-12mp")
         if args.end_to_end and SHARED.is_dir():

@@ -58,15 +58,19 @@ class BenchmarkResult:
         ])
 
 
-def write_frames(folder: Path, count: int, distinct: int = 8) -> list[Path]:
-    """Write ``count`` camera-trap-sized JPEGs (smooth noise, realistic file sizes) into ``folder``."""
+def write_frames(folder: Path, count: int, distinct: int = 8,
+                 size: tuple[int, int] = FRAME_SIZE) -> list[Path]:
+    """Write ``count`` camera-trap-sized JPEGs (smooth noise, realistic file sizes) into ``folder``.
+
+    ``distinct`` different frames are repeated; ``size`` is ``(width, height)``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    width, height = FRAME_SIZE
+    width, height = size
     sources = []
     for index in range(min(distinct, count)):
         coarse = (rng.random((height // 16, width // 16, 3)) * 255).astype(np.uint8)
-        image = Image.fromarray(coarse).resize(FRAME_SIZE, Image.Resampling.BICUBIC)
+        image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
         path = folder / f"frame_{index:05d}.jpg"
         image.save(path, quality=90)
         sources.append(path)
